@@ -1,0 +1,43 @@
+# One command for the demo, one for the tests; each makes its own venv.
+PYTHON ?= python3
+AIRFLOW_VERSION ?= 3.3.2
+AIRFLOW_OLDEST ?= 3.1.8
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
+export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: venv test test-oldest lint demo airflow stop system-test bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade uv || true
+	( $(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev,s3,openlineage,bench]" "apache-airflow==$(AIRFLOW_VERSION)" ) \
+	  || $(BIN)/python -m pip install -q -e ".[dev,s3,openlineage,bench]" "apache-airflow==$(AIRFLOW_VERSION)"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check airflow_batch_provider tests dags_examples
+	$(BIN)/mypy airflow_batch_provider
+
+test: venv
+	$(MAKE) lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/integration
+
+# The oldest Airflow we support, in a venv of its own: unit and DAG tests.
+test-oldest:
+	$(MAKE) VENV=.venv-oldest AIRFLOW_VERSION=$(AIRFLOW_OLDEST) venv
+	.venv-oldest/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration
+
+demo: venv
+	$(BIN)/python -m airflow_batch_provider.demo
+
+bench: venv
+	for f in tests/benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf .venv .venv-oldest .demo demo-output
