@@ -1,0 +1,646 @@
+"""Batch input files: the request-line model, a streaming validator and sharding.
+
+Pure: no Airflow, no HTTP. Every function takes lines as ``bytes`` (normally from
+:func:`iter_lines`) so a 200 MB file is read once, line by line, and memory does not
+grow with its size; the one exception is the set of custom_ids the validator keeps to
+find duplicates (about 120 bytes per request; long ids are stored as 16-byte digests).
+
+Rules the validator applies; each problem has a stable ``code`` (message templates in
+:data:`PROBLEM_MESSAGES`):
+
+- ``invalid_utf8``: the line is not UTF-8.
+- ``invalid_json_line``: not JSON, NaN/Infinity (rejected although ``json.loads``
+  accepts them), or data after the object.
+- ``blank_line``: an empty or whitespace-only line. A file may end with one newline;
+  a blank line anywhere else (the end included) is an error, because the service
+  parses every line as a request.
+- ``not_an_object``: JSON, but not an object.
+- ``missing_custom_id``, ``empty_custom_id``, ``invalid_custom_id`` (not a string).
+- ``duplicate_custom_id``: the message names both lines.
+- ``invalid_method``: ``method`` is not ``"POST"``.
+- ``invalid_url``: ``url`` is not in :data:`BATCH_ENDPOINTS`; ``url_mismatch``: it
+  differs from the declared endpoint or, without one, from the first line's.
+- ``missing_body``, ``invalid_body`` (not an object).
+- ``missing_model`` (absent, null or empty), ``invalid_model`` (not a string),
+  ``model_mismatch`` (a second model in the file).
+- File level (``line`` is ``None``): ``empty_file``, ``too_many_requests``,
+  ``file_too_large``, ``too_many_embedding_inputs`` (a string input counts one, a
+  list its items, a list of token ids one).
+
+Unknown top-level keys are allowed (the service's behaviour is not documented).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from airflow_batch_provider.batch_builders import (
+    ChatTemplate,
+    EmbeddingTemplate,
+    ResponsesTemplate,
+    build_request_lines,
+)
+from airflow_batch_provider.exceptions import BatchFileError
+
+__all__ = [
+    "BATCH_ENDPOINTS",
+    "EMBEDDINGS_ENDPOINT",
+    "MAX_BYTES",
+    "MAX_EMBEDDING_INPUTS",
+    "MAX_REQUESTS",
+    "ChatTemplate",
+    "EmbeddingTemplate",
+    "Problem",
+    "RequestLine",
+    "ResponsesTemplate",
+    "ShardInfo",
+    "ShardLimits",
+    "PROBLEM_MESSAGES",
+    "ValidationReport",
+    "build_request_lines",
+    "count_embedding_inputs",
+    "iter_lines",
+    "iter_shard_lines",
+    "normalize_endpoint",
+    "plan_shards",
+    "validate_file",
+    "validate_lines",
+]
+
+#: Endpoints a batch may target (the ``openai`` SDK's ``BatchCreateParams.endpoint``).
+BATCH_ENDPOINTS: frozenset[str] = frozenset(
+    {
+        "/v1/responses",
+        "/v1/chat/completions",
+        "/v1/embeddings",
+        "/v1/completions",
+        "/v1/moderations",
+        "/v1/images/generations",
+        "/v1/images/edits",
+        "/v1/videos",
+    }
+)
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+MAX_REQUESTS = 50_000
+MAX_BYTES = 200 * 1024 * 1024
+MAX_EMBEDDING_INPUTS = 50_000
+
+_ENDPOINT_LIST = ", ".join(sorted(BATCH_ENDPOINTS))
+
+
+def normalize_endpoint(endpoint: str) -> str:
+    """Return the canonical form of ``endpoint`` (``chat/completions`` -> ``/v1/chat/completions``).
+
+    :raises ValueError: if it is not a batch endpoint.
+    """
+    path = "/" + endpoint.strip().strip("/")
+    if not path.startswith("/v1/"):
+        path = "/v1" + path
+    if path not in BATCH_ENDPOINTS:
+        raise ValueError(f"{endpoint!r} is not a batch endpoint; use one of {_ENDPOINT_LIST}")
+    return path
+
+
+def count_embedding_inputs(value: Any) -> int:
+    """Inputs in an embeddings ``body.input``: a string is one, a list of token ids is one,
+    any other list counts its items."""
+    if isinstance(value, list):
+        if value and type(value[0]) is int:
+            return 1
+        return len(value)
+    return 1
+
+
+class RequestLine(BaseModel):
+    """One line of a batch input file (the validator applies the same rules, faster)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+
+    custom_id: str = Field(min_length=1, description="Unique within the file; joins results to requests.")
+    method: Literal["POST"] = "POST"
+    url: str = Field(description="One of BATCH_ENDPOINTS, the same on every line.")
+    body: dict[str, Any] = Field(description="The endpoint's parameters, `model` included.")
+
+    @field_validator("url")
+    @classmethod
+    def _known_endpoint(cls, value: str) -> str:
+        if value not in BATCH_ENDPOINTS:
+            raise ValueError(f"url {value!r} is not a batch endpoint; use one of {_ENDPOINT_LIST}")
+        return value
+
+    @field_validator("body")
+    @classmethod
+    def _has_model(cls, value: dict[str, Any]) -> dict[str, Any]:
+        model = value.get("model")
+        if not isinstance(model, str) or not model:
+            raise ValueError('body needs a non-empty string "model"')
+        return value
+
+    @property
+    def model(self) -> str:
+        return str(self.body["model"])
+
+    @classmethod
+    def from_json_line(cls, raw: bytes | str) -> RequestLine:
+        """Parse one line strictly (UTF-8, no NaN: ``model_validate_json`` would accept NaN).
+
+        :raises ValueError: ``pydantic.ValidationError``, ``UnicodeDecodeError`` or a JSON error.
+        """
+        return cls.model_validate(_DECODE(raw.decode() if isinstance(raw, bytes) else raw))
+
+    def to_json_bytes(self) -> bytes:
+        """The line as compact UTF-8 JSON ending in ``b"\\n"`` (NaN rejected)."""
+        data = {"custom_id": self.custom_id, "method": self.method, "url": self.url, "body": self.body}
+        data.update(self.model_extra or {})
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return text.encode() + b"\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a batch file; ``line`` is 1-based, ``None`` for the whole file."""
+
+    line: int | None
+    code: str
+    message: str
+    custom_id: str | None = None
+
+    def format(self) -> str:
+        where = "file" if self.line is None else f"line {self.line}"
+        text = f"{where}: {self.message}"
+        if self.custom_id is not None and "custom_id" not in self.code:
+            text += f" (custom_id {_quote(self.custom_id)})"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ValidationReport:
+    """What the validator found. ``problems`` keeps at most ``max_problems`` line problems
+    plus every file-level one; ``problem_count`` is always the total."""
+
+    source: str | None = None
+    problems: list[Problem] = field(default_factory=list)
+    problem_count: int = 0
+    request_count: int = 0
+    byte_count: int = 0
+    endpoint: str | None = None
+    model: str | None = None
+    embedding_inputs: int = 0
+    sha256: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.problem_count == 0
+
+    @property
+    def truncated(self) -> bool:
+        return self.problem_count > len(self.problems)
+
+    def summary(self) -> str:
+        name = self.source or "<lines>"
+        size = f"{self.request_count:,} requests, {self.byte_count:,} bytes"
+        if self.ok:
+            return f"{name}: valid: {size}, endpoint {self.endpoint}, model {self.model}"
+        shown = f" (showing {len(self.problems)})" if self.truncated else ""
+        plural = "" if self.problem_count == 1 else "s"
+        return f"{name}: invalid: {self.problem_count:,} problem{plural}{shown} in {size}"
+
+    def format(self) -> str:
+        """Human-readable lines, one per problem, then the summary."""
+        return "\n".join([p.format() for p in self.problems] + [self.summary()])
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(ok=self.ok, truncated=self.truncated)
+        return data
+
+    def raise_for_problems(self) -> None:
+        """:raises BatchFileError: with the formatted report when the file is invalid."""
+        if not self.ok:
+            raise BatchFileError(self.format(), report=self)
+
+
+@dataclass(frozen=True)
+class ShardLimits:
+    """Limits of one batch (defaults: the service's)."""
+
+    max_requests: int = MAX_REQUESTS
+    max_bytes: int = MAX_BYTES
+    max_embedding_inputs: int = MAX_EMBEDDING_INPUTS
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"ShardLimits.{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """A run of consecutive request lines that fits one batch.
+
+    ``byte_count`` and ``sha256`` are those of the bytes :func:`iter_shard_lines` yields.
+    """
+
+    index: int
+    start_line: int
+    line_count: int
+    byte_count: int
+    embedding_inputs: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+def iter_lines(fileobj: _Readable | IO[bytes], chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """Yield the lines of a binary file object, each with its ``b"\\n"`` (the last may lack it).
+
+    Joining the lines gives back the file's bytes exactly. Reads ``chunk_size`` bytes at a
+    time, so memory holds one chunk plus the longest line.
+    """
+    pending: list[bytes] = []  # pieces of a line that spans chunks
+    while chunk := fileobj.read(chunk_size):
+        if not isinstance(chunk, bytes):
+            raise TypeError("iter_lines needs a file opened in binary mode ('rb')")
+        if pending:
+            newline = chunk.find(b"\n")
+            if newline < 0:
+                pending.append(chunk)
+                continue
+            pending.append(chunk[: newline + 1])
+            yield b"".join(pending)
+            pending.clear()
+            chunk = chunk[newline + 1 :]
+        parts = chunk.split(b"\n")
+        last = parts.pop()
+        for part in parts:
+            yield part + b"\n"
+        if last:
+            pending.append(last)
+    if pending:
+        yield b"".join(pending)
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> float:
+    raise _NonFinite(name)
+
+
+# One decoder, reused: ``json.loads(s, parse_constant=...)`` would build a new one per call.
+_DECODE = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+
+def _quote(value: object, limit: int = 80) -> str:
+    """A value from a line as JSON, shortened; ``None`` (absent or null) as ``missing``."""
+    if value is None:
+        return "missing"
+    text = json.dumps(value, ensure_ascii=False, default=repr)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _kind(value: object) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )
+
+
+def _json_problem(text: str, error: ValueError) -> str:
+    if isinstance(error, _NonFinite):
+        return (
+            f"{error} is not valid JSON: write null or a number (json.dumps(..., allow_nan=False) catches it)"
+        )
+    if text.startswith("\ufeff"):
+        return "the line starts with a byte order mark (BOM): save the file as UTF-8 without BOM"
+    if isinstance(error, json.JSONDecodeError):
+        if error.msg == "Extra data":
+            return (
+                f"unexpected data after the JSON object at column {error.colno}: "
+                "put exactly one JSON object on each line"
+            )
+        return (
+            f"not valid JSON ({error.msg} at column {error.colno}): each line must be one "
+            "complete JSON object; check quotes, commas and escapes"
+        )
+    return f"not valid JSON ({error}): each line must be one complete JSON object"
+
+
+#: Every problem code and its message template (``{...}`` filled per problem).
+PROBLEM_MESSAGES: dict[str, str] = {
+    "invalid_utf8": "byte 0x{byte:02x} at offset {offset} is not UTF-8: save the file as UTF-8",
+    "invalid_json_line": "{detail}",
+    "blank_line": "blank line: remove it (every line must be a request)",
+    "not_an_object": "the line is a JSON {kind}, not an object: write "
+    '{{"custom_id": ..., "method": "POST", "url": ..., "body": {{...}}}}',
+    "missing_custom_id": 'no "custom_id": add a unique string id to every line',
+    "empty_custom_id": '"custom_id" is empty: use a non-empty unique string',
+    "invalid_custom_id": '"custom_id" is {value}, not a string: quote it',
+    "duplicate_custom_id": "duplicate custom_id {value} (first on line {first}): "
+    "give every request its own custom_id",
+    "invalid_method": 'method is {value}: use "POST"',
+    "invalid_url": "url is {value}, not a batch endpoint: use one of " + _ENDPOINT_LIST,
+    "url_mismatch": "url {value} differs from {expected} ({origin}): one batch has one endpoint; "
+    "use the same url on every line or split the file",
+    "missing_body": 'no "body": add the endpoint\'s parameters as an object',
+    "invalid_body": '"body" is a JSON {kind}: it must be an object',
+    "missing_model": 'body has no "model": name the model on every line',
+    "invalid_model": 'body "model" is {value}: it must be a string',
+    "model_mismatch": "model {value} differs from {expected} (first on line {first}): "
+    "a batch file holds one model; split it by model",
+    "empty_file": "the file has no request: add at least one line",
+    "too_many_requests": "{count:,} requests, more than {limit:,} per batch: "
+    "split the file (plan_shards; the submit operator shards automatically)",
+    "file_too_large": "{count:,} bytes, more than {limit:,} per batch: split the file (plan_shards)",
+    "too_many_embedding_inputs": "{count:,} embedding inputs, more than {limit:,} per batch: "
+    "split the file (plan_shards)",
+}
+
+
+def validate_lines(
+    lines: Iterable[bytes],
+    *,
+    endpoint: str | None = None,
+    source: str | None = None,
+    limits: ShardLimits | None = None,
+    max_problems: int | None = 100,
+) -> ValidationReport:
+    """Check a batch input stream against every rule of the module docstring.
+
+    Items are lines as :func:`iter_lines` yields them; an item without a trailing newline
+    counts (for ``byte_count`` and ``sha256``) as if one separated it from the next item.
+
+    :param lines: the file's lines, as bytes.
+    :param endpoint: the endpoint the batch will be created for; every ``url`` must equal it.
+    :param source: a name for the report (file path or URI).
+    :param limits: per-batch limits (default: the service's); pass larger ones when the
+        stream will be sharded with :func:`plan_shards`.
+    :param max_problems: line problems kept in the report (``None``: all); the total is always counted.
+    :raises ValueError: if ``endpoint`` is not a batch endpoint.
+    """
+    limits = limits or ShardLimits()
+    if max_problems is not None and max_problems < 0:
+        raise ValueError("max_problems must be >= 0 or None")
+    url0 = normalize_endpoint(endpoint) if endpoint else None
+    url0_origin = "the declared endpoint" if url0 else ""
+    problems: list[Problem] = []
+    dropped = 0
+
+    def add(line: int, code: str, custom_id: str | None = None, **fields: Any) -> None:
+        nonlocal dropped
+        if max_problems is None or len(problems) < max_problems:
+            problems.append(Problem(line, code, PROBLEM_MESSAGES[code].format(**fields), custom_id))
+        else:
+            dropped += 1
+
+    # Hot loop: one decode and one json parse per line, plain dict checks, locals only.
+    digest = hashlib.sha256()
+    update = digest.update
+    seen: dict[str | bytes, int] = {}
+    blake2b = hashlib.blake2b
+    decode = _DECODE
+    model0: str | None = None
+    model0_line = line_no = byte_count = requests = embedding_inputs = 0
+    needs_newline = False
+    empty_line = 0  # a b"" item: fine only as the very last one (a trailing newline)
+    for raw in lines:
+        line_no += 1
+        if needs_newline:
+            update(b"\n")
+            byte_count += 1
+        update(raw)
+        byte_count += len(raw)
+        needs_newline = not raw.endswith(b"\n")
+        if empty_line:
+            add(empty_line, "blank_line")
+            empty_line = 0
+        if not raw:
+            empty_line = line_no
+            continue
+        if raw.isspace():
+            add(line_no, "blank_line")
+            continue
+        requests += 1
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError as error:
+            add(line_no, "invalid_utf8", byte=raw[error.start], offset=error.start)
+            continue
+        try:
+            obj = decode(text)
+        except ValueError as error:
+            add(line_no, "invalid_json_line", detail=_json_problem(text, error))
+            continue
+        if type(obj) is not dict:
+            add(line_no, "not_an_object", kind=_kind(obj))
+            continue
+        cid = obj.get("custom_id")
+        if type(cid) is str and cid:
+            key = cid if len(cid) <= 16 else blake2b(cid.encode(), digest_size=16).digest()
+            first = seen.setdefault(key, line_no)
+            if first != line_no:
+                add(line_no, "duplicate_custom_id", cid, value=_quote(cid), first=first)
+        else:
+            code = (
+                "missing_custom_id"
+                if cid is None
+                else "empty_custom_id"
+                if cid == ""
+                else "invalid_custom_id"
+            )
+            add(line_no, code, value=_quote(cid))
+            cid = None
+        method = obj.get("method")
+        if method != "POST":
+            add(line_no, "invalid_method", cid, value=_quote(method))
+        url = obj.get("url")
+        if url != url0 or url is None:
+            if type(url) is not str or url not in BATCH_ENDPOINTS:
+                add(line_no, "invalid_url", cid, value=_quote(url))
+            elif url0 is None:
+                url0, url0_origin = url, f"line {line_no}"
+            else:
+                add(line_no, "url_mismatch", cid, value=_quote(url), expected=url0, origin=url0_origin)
+        body = obj.get("body")
+        if type(body) is not dict:
+            add(line_no, "missing_body" if body is None else "invalid_body", cid, kind=_kind(body))
+            continue
+        model = body.get("model")
+        if model != model0 or model is None:
+            if model is None or model == "":
+                add(line_no, "missing_model", cid)
+            elif type(model) is not str:
+                add(line_no, "invalid_model", cid, value=_quote(model))
+            elif model0 is None:
+                model0, model0_line = model, line_no
+            else:
+                add(
+                    line_no,
+                    "model_mismatch",
+                    cid,
+                    value=_quote(model),
+                    expected=_quote(model0),
+                    first=model0_line,
+                )
+        if url == EMBEDDINGS_ENDPOINT:
+            embedding_inputs += count_embedding_inputs(body.get("input"))
+    # A b"" item still pending here was the last one: a trailing newline, not a blank line.
+
+    file_problems = [
+        Problem(None, code, PROBLEM_MESSAGES[code].format(count=count, limit=limit))
+        for code, count, limit in (
+            ("empty_file", 1 - min(requests, 1), 0),
+            ("too_many_requests", requests, limits.max_requests),
+            ("file_too_large", byte_count, limits.max_bytes),
+            ("too_many_embedding_inputs", embedding_inputs, limits.max_embedding_inputs),
+        )
+        if count > limit
+    ]
+    return ValidationReport(
+        source=source,
+        problems=problems + file_problems,
+        problem_count=len(problems) + dropped + len(file_problems),
+        request_count=requests,
+        byte_count=byte_count,
+        endpoint=url0,
+        model=model0,
+        embedding_inputs=embedding_inputs,
+        sha256=digest.hexdigest(),
+    )
+
+
+def _open_binary(path: Any) -> IO[bytes]:
+    if hasattr(path, "open"):  # pathlib.Path, ObjectStoragePath, UPath
+        return path.open("rb")
+    return open(os.fspath(path), "rb")
+
+
+def validate_file(
+    path: Any,
+    *,
+    endpoint: str | None = None,
+    limits: ShardLimits | None = None,
+    max_problems: int | None = 100,
+    chunk_size: int = 1 << 20,
+) -> ValidationReport:
+    """Validate a file by streaming it; see :func:`validate_lines`.
+
+    :param path: a local path (str or ``os.PathLike``) or anything with ``.open("rb")``
+        (``ObjectStoragePath``).
+    :raises OSError: if the file cannot be read.
+    """
+    with _open_binary(path) as fileobj:
+        return validate_lines(
+            iter_lines(fileobj, chunk_size),
+            endpoint=endpoint,
+            source=str(path),
+            limits=limits,
+            max_problems=max_problems,
+        )
+
+
+def _line_inputs(raw: bytes, line_no: int) -> int:
+    if b"embeddings" not in raw:  # cheap filter: only embeddings lines need parsing
+        return 0
+    try:
+        obj = json.loads(raw)
+        if obj.get("url") != EMBEDDINGS_ENDPOINT:
+            return 0
+        return count_embedding_inputs(obj["body"].get("input"))
+    except (ValueError, AttributeError, KeyError, TypeError) as error:
+        raise BatchFileError(
+            f"line {line_no} is not a valid request line ({error}): validate the file first"
+        ) from error
+
+
+def plan_shards(lines: Iterable[bytes], limits: ShardLimits | None = None) -> list[ShardInfo]:
+    """Split a valid stream into consecutive shards that each fit ``limits``.
+
+    Greedy and deterministic: the same lines and limits give the same shards. A line is
+    never split; blank lines belong to no shard.
+
+    :raises BatchFileError: if one line alone exceeds the byte or embedding-input limit.
+    """
+    limits = limits or ShardLimits()
+    shards: list[ShardInfo] = []
+    start = count = size = inputs = 0
+    digest = hashlib.sha256()
+
+    def close() -> None:
+        shards.append(ShardInfo(len(shards), start, count, size, inputs, digest.hexdigest()))
+
+    for line_no, raw in enumerate(lines, 1):
+        if not raw or raw.isspace():
+            continue
+        newline = b"" if raw.endswith(b"\n") else b"\n"
+        length = len(raw) + len(newline)
+        n_inputs = _line_inputs(raw, line_no)
+        if length > limits.max_bytes or n_inputs > limits.max_embedding_inputs:
+            raise BatchFileError(
+                f"line {line_no} alone ({length:,} bytes, {n_inputs:,} embedding inputs) exceeds the shard "
+                f"limits {limits}: shorten the request"
+            )
+        if count and (
+            count + 1 > limits.max_requests
+            or size + length > limits.max_bytes
+            or inputs + n_inputs > limits.max_embedding_inputs
+        ):
+            close()
+            count = size = inputs = 0
+            digest = hashlib.sha256()
+        if not count:
+            start = line_no
+        count += 1
+        size += length
+        inputs += n_inputs
+        digest.update(raw)
+        digest.update(newline)
+    if count:
+        close()
+    return shards
+
+
+def iter_shard_lines(lines: Iterable[bytes], shard: ShardInfo, *, verify: bool = True) -> Iterator[bytes]:
+    """Yield the lines of ``shard`` from the same stream it was planned on, each ending in ``b"\\n"``.
+
+    :param verify: check line count and sha256 against the plan; a mismatch (the input
+        changed since planning) raises :class:`BatchFileError` before the last ``next()``
+        returns, so an upload consuming this iterator fails instead of completing.
+    """
+    digest = hashlib.sha256()
+    emitted = 0
+    if shard.line_count:
+        for line_no, raw in enumerate(lines, 1):
+            if line_no < shard.start_line or not raw or raw.isspace():
+                continue
+            if not raw.endswith(b"\n"):
+                raw += b"\n"
+            if verify:
+                digest.update(raw)
+            emitted += 1
+            if emitted == shard.line_count and verify and digest.hexdigest() != shard.sha256:
+                break
+            yield raw
+            if emitted == shard.line_count:
+                break
+    if verify and (emitted != shard.line_count or digest.hexdigest() != shard.sha256):
+        raise BatchFileError(
+            f"shard {shard.index} (lines from {shard.start_line}) does not match its plan "
+            f"({emitted} of {shard.line_count} lines, or other content): the input changed since "
+            "plan_shards ran; plan again"
+        )
