@@ -1,0 +1,251 @@
+"""What the fetch operator reads (its ``batches`` argument) and writes (``manifest.json``).
+
+Pure: no Airflow, no HTTP. The operator wires these to the hook and storage.
+
+``manifest.json`` (schema version 1) records everything needed to trust, find and
+pay for the results without the Airflow database::
+
+    {"version": 1, "status": "complete" | "failed" | "in_progress",
+     "endpoint", "model", "conn_id", "identity": {dag_id, task_id, run_id, map_index, try_number},
+     "input": {"uri", "fingerprint", "file_ids", "requests"},
+     "destination", "manifest_uri", "results_uri",
+     "batch_ids": [every batch of every round],
+     "rounds": [{"round", "batch_ids", "resubmitted", "fingerprint", "batches": [summary...]}],
+     "counts": {succeeded, failed, expired, cancelled, missing}, "total", "retryable",
+     "usage": {input_tokens, cached_tokens, output_tokens, reasoning_tokens, total_tokens, responses},
+     "cost": {"usd", "by_model", "note", ...},
+     "timings": {created_at, in_progress_at, finalizing_at, completed_at,
+                 fetch_started_at, fetch_finished_at},
+     "landed": [{"batch_id", "kind", "file_id", "uri", "bytes", "sha256", "lines", "skipped"}],
+     "results": {"uri", "bytes", "sha256", "lines"} | null,
+     "reconciliation": {...}, "error": str | null}
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from airflow_batch_provider.lineage import public_uri
+
+MANIFEST_VERSION = 1
+OUTPUT_NAME = "output.jsonl"
+ERRORS_NAME = "errors.jsonl"
+RESULTS_NAME = "results.jsonl"
+MANIFEST_NAME = "manifest.json"
+
+#: Fields of a landed file kept in the manifest.
+_LANDED_KEYS = ("batch_id", "kind", "file_id", "uri", "bytes", "sha256", "lines", "skipped")
+_END_KEYS = ("completed_at", "failed_at", "expired_at", "cancelled_at")
+
+
+def normalize_batches(batches: Any) -> dict[str, Any]:
+    """Turn the ``batches`` argument into the fetch's source description.
+
+    :param batches: The submit operator's manifest (a mapping with ``batch_ids`` and
+        ``shards``), one batch id, a list of batch ids, or any of these as JSON / a
+        Python literal (what a Jinja template renders to).
+    :return: ``{"batch_ids", "shards": [{"index", "batch_id", "input_file_id",
+        "start_line", "line_count"}], "endpoint", "model", "fingerprint", "input_uri",
+        "identity", "conn_id"}``; unknown fields are ``None`` (ids-only input).
+    :raises ValueError: the argument is none of these, or names no batch.
+    """
+    value = _parse_text(batches) if isinstance(batches, str) else batches
+    if isinstance(value, str):
+        ids = [value]
+        source: dict[str, Any] = {}
+    elif isinstance(value, Mapping):
+        ids = [str(b) for b in value.get("batch_ids") or ()]
+        source = dict(value)
+    elif isinstance(value, Sequence) and all(isinstance(b, str) for b in value):
+        ids = list(value)
+        source = {}
+    else:
+        raise ValueError(
+            f"batches must be the submit operator's manifest (e.g. submit.output), a batch id or a "
+            f"list of batch ids; got {type(value).__name__}: {value!r:.200}"
+        )
+    ids = [i.strip() for i in ids if i and i.strip()]
+    if not ids:
+        raise ValueError(f"batches names no batch id: {batches!r:.200}")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"batches names a batch twice: {ids}")
+    shards_in = [s for s in source.get("shards") or () if isinstance(s, Mapping)]
+    by_batch = {str(s.get("batch_id")): s for s in shards_in}
+    file_ids = list(source.get("input_file_ids") or ())
+    shards: list[dict[str, Any]] = []
+    for index, batch_id in enumerate(ids):
+        shard = by_batch.get(batch_id, {})
+        shards.append(
+            {
+                "index": int(shard.get("index", index)),
+                "batch_id": batch_id,
+                "input_file_id": shard.get("input_file_id")
+                or (file_ids[index] if index < len(file_ids) else None),
+                "start_line": shard.get("start_line"),
+                "line_count": shard.get("line_count"),
+            }
+        )
+    shards.sort(key=lambda s: int(s["index"]))
+    return {
+        "batch_ids": [s["batch_id"] for s in shards],
+        "shards": shards,
+        "endpoint": source.get("endpoint"),
+        "model": source.get("model"),
+        "fingerprint": source.get("fingerprint"),
+        "input_uri": source.get("input_uri"),
+        "identity": source.get("identity"),
+        "conn_id": source.get("conn_id"),
+    }
+
+
+def _parse_text(text: str) -> Any:
+    stripped = text.strip()
+    if not stripped or stripped[0] not in "[{":
+        return stripped
+    try:
+        return json.loads(stripped)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(stripped)
+    except (ValueError, SyntaxError) as exc:
+        raise ValueError(f"batches looks like a manifest or a list but does not parse: {exc}") from exc
+
+
+def aggregate_timings(summaries: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Earliest start and latest end over batch summaries (unix seconds)."""
+    out: dict[str, int] = {}
+    for summary in summaries:
+        timings = summary.get("timings") or {}
+        for key in ("created_at", "in_progress_at", "finalizing_at"):
+            if timings.get(key) is not None:
+                out[key] = min(out.get(key, timings[key]), int(timings[key]))
+        ends = [int(timings[k]) for k in _END_KEYS if timings.get(k) is not None]
+        if ends:
+            out["completed_at"] = max(out.get("completed_at", 0), *ends)
+    return out
+
+
+def usage_fields(usage: Mapping[str, Any] | None) -> dict[str, int]:
+    """Token usage in the manifest's shape (from ``pricing.Usage.to_dict()``)."""
+    usage = usage or {}
+    keys = ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "total_tokens", "responses")
+    return {k: int(usage.get(k) or 0) for k in keys}
+
+
+def landed_entry(batch_id: str, kind: str, file_id: str, landed: Mapping[str, Any], *, skipped: bool) -> dict:
+    """One ``landed`` row: a result file of a batch, where it is and what it holds."""
+    row = {"batch_id": batch_id, "kind": kind, "file_id": file_id, **dict(landed), "skipped": skipped}
+    row["uri"] = public_uri(row.get("uri"))
+    return {k: row.get(k) for k in _LANDED_KEYS}
+
+
+def build_manifest(
+    *,
+    source: Mapping[str, Any],
+    identity: Mapping[str, Any],
+    destination: str,
+    rounds: Sequence[Mapping[str, Any]],
+    landed: Sequence[Mapping[str, Any]],
+    report: Mapping[str, Any] | None,
+    cost: Mapping[str, Any] | None,
+    results: Mapping[str, Any] | None,
+    input_uri: str | None,
+    started_at: float,
+    finished_at: float,
+    status: str,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """Assemble ``manifest.json``.
+
+    :param source: From :func:`normalize_batches` (endpoint, model, fingerprint, shards).
+    :param identity: The fetch task instance (dag_id, task_id, run_id, map_index, try_number).
+    :param destination: The destination directory URI.
+    :param rounds: ``[{"round", "batch_ids", "batches": [summary], ...}]``; round 0 first.
+    :param landed: Rows from :func:`landed_entry`.
+    :param report: ``Reconciliation.to_dict()`` of the final join (``None`` if it never ran).
+    :param cost: ``Reconciliation.estimate_cost(...)``.
+    :param results: The landed ``results.jsonl`` (``LandedFile.to_dict()``) or ``None``.
+    :param input_uri: The input the results were joined with, when it came from storage.
+    :param status: ``complete``, ``failed`` or ``in_progress``.
+    :param error: Why the fetch failed, when it did.
+    """
+    dest = public_uri(destination.rstrip("/")) or ""
+    summaries = [b for r in rounds for b in r.get("batches") or ()]
+    batch_ids = [bid for r in rounds for bid in r.get("batch_ids") or ()]
+    report = dict(report or {})
+    first = summaries[0] if summaries else {}
+    model = source.get("model") or first.get("model")
+    endpoint = source.get("endpoint") or first.get("endpoint")
+    timings: dict[str, Any] = aggregate_timings(summaries)
+    timings.update(fetch_started_at=round(started_at, 3), fetch_finished_at=round(finished_at, 3))
+    return {
+        "version": MANIFEST_VERSION,
+        "status": status,
+        "error": error,
+        "endpoint": endpoint,
+        "model": model,
+        "conn_id": source.get("conn_id"),
+        "identity": dict(identity),
+        "submit_identity": source.get("identity"),
+        "input": {
+            "uri": public_uri(input_uri),
+            "fingerprint": source.get("fingerprint"),
+            "file_ids": [s.get("input_file_id") for s in source.get("shards") or ()],
+            "requests": report.get("total"),
+        },
+        "destination": dest,
+        "manifest_uri": f"{dest}/{MANIFEST_NAME}",
+        "results_uri": public_uri((results or {}).get("uri")),
+        "batch_ids": batch_ids,
+        "rounds": [
+            {
+                "round": int(r.get("round", i)),
+                "batch_ids": list(r.get("batch_ids") or ()),
+                "resubmitted": int(r.get("resubmitted") or 0),
+                "fingerprint": r.get("fingerprint"),
+                "batches": list(r.get("batches") or ()),
+            }
+            for i, r in enumerate(rounds)
+        ],
+        "counts": dict(report.get("counts") or {}),
+        "total": report.get("total"),
+        "retryable": (report.get("retryable") or {}).get("count"),
+        "usage": usage_fields(report.get("usage")),
+        "cost": dict(cost) if cost else None,
+        "timings": timings,
+        "landed": [dict(row) for row in landed],
+        "results": dict(results, uri=public_uri(results.get("uri"))) if results else None,
+        "reconciliation": report or None,
+    }
+
+
+def small_form(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The XCom return value: where everything is and the headline numbers."""
+    cost = manifest.get("cost") or {}
+    return {
+        "manifest_uri": manifest.get("manifest_uri"),
+        "results_uri": manifest.get("results_uri"),
+        "destination": manifest.get("destination"),
+        "batch_ids": list(manifest.get("batch_ids") or ()),
+        "rounds": len(manifest.get("rounds") or ()),
+        "endpoint": manifest.get("endpoint"),
+        "model": manifest.get("model"),
+        "total": manifest.get("total"),
+        "counts": dict(manifest.get("counts") or {}),
+        "retryable": manifest.get("retryable"),
+        "usage": dict(manifest.get("usage") or {}),
+        "cost_usd": cost.get("usd"),
+    }
+
+
+def previous_checksums(manifest: Mapping[str, Any] | None) -> dict[str, tuple[int, str]]:
+    """``{uri: (bytes, sha256)}`` of the files an earlier run's manifest says it landed."""
+    out: dict[str, tuple[int, str]] = {}
+    for row in (manifest or {}).get("landed") or ():
+        if isinstance(row, Mapping) and row.get("uri") and row.get("sha256"):
+            out[str(row["uri"])] = (int(row.get("bytes") or 0), str(row["sha256"]))
+    return out
