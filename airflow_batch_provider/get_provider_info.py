@@ -32,4 +32,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": "OpenAI Batch", "python-modules": ["airflow_batch_provider.triggers.openai_batch"]}
         ],
+        "task-decorators": [
+            {
+                "class-name": "airflow_batch_provider.decorators.openai_batch.openai_batch_task",
+                "name": "openai_batch",
+            }
+        ],
     }

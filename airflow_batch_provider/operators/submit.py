@@ -1,0 +1,548 @@
+"""OpenAIBatchSubmitOperator: validate, shard, submit idempotently, wait, return a manifest.
+
+Thin by design: the decisions (identity, fingerprint, metadata, re-attach plan,
+manifest) live in :mod:`airflow_batch_provider.idempotency`, the completion
+semantics in :mod:`airflow_batch_provider.completion`, the file rules in
+:mod:`airflow_batch_provider.batch_file`. This module wires them to the hook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from airflow.sdk import BaseOperator, conf
+
+from airflow_batch_provider.batch_file import (
+    ShardInfo,
+    ShardLimits,
+    build_request_lines,
+    iter_lines,
+    iter_shard_lines,
+    plan_shards,
+    validate_file,
+)
+from airflow_batch_provider.batch_status import BatchStatus, summarize_batch
+from airflow_batch_provider.completion import resolve_event, totals
+from airflow_batch_provider.exceptions import (
+    BatchAuthError,
+    BatchFileError,
+    BatchIdentityConflictError,
+    BatchNotFoundError,
+    BatchProviderError,
+    BatchTimeoutError,
+)
+from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
+from airflow_batch_provider.idempotency import (
+    Identity,
+    batch_metadata,
+    build_manifest,
+    deadline_from,
+    input_fingerprint,
+    plan_submission,
+    shard_label,
+    upload_filename,
+)
+from airflow_batch_provider.links import batch_links, persist_batch_links
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context, ObjectStoragePath
+
+    from airflow_batch_provider.batch_file import ChatTemplate, EmbeddingTemplate, ResponsesTemplate
+
+    RequestTemplate = ChatTemplate | EmbeddingTemplate | ResponsesTemplate
+
+# Validation must not reject a file for being larger than one batch: it gets sharded.
+_NO_FILE_LIMIT = ShardLimits(max_requests=2**62, max_bytes=2**62, max_embedding_inputs=2**62)
+_INPUT_CHANGE_POLICIES = ("cancel_and_resubmit", "resubmit", "fail")
+#: XCom key of the manifest while waiting (the return value carries it once done).
+MANIFEST_XCOM_KEY = "submit_manifest"
+
+
+class OpenAIBatchSubmitOperator(BaseOperator):
+    """Submit a JSONL batch (or records rendered by a template) to the OpenAI Batch API.
+
+    Validates the whole input before anything is uploaded, splits it into shards that
+    fit the service's per-batch limits, creates one batch per shard and waits for all
+    of them (deferred by default). Idempotent per task instance: a retry or a clear
+    re-attaches to the batches already created for the same input, also after a crash
+    between upload and create or between create and XCom push; a changed input creates
+    new batches and says so. Returns a small manifest (ids, sizes, fingerprint), never
+    requests or results: give it to ``OpenAIBatchFetchOperator``.
+
+    :param input_path: JSONL file of request lines: a local path, a URL such as
+        ``s3://bucket/key`` or an ``ObjectStoragePath`` (templated).
+    :param requests: Instead of ``input_path``: records (e.g. from XCom) rendered by
+        ``request_template``, or ready request lines (dicts, or JSON str/bytes) when no
+        template is given (templated, so an XComArg works).
+    :param request_template: A ``ChatTemplate``, ``EmbeddingTemplate`` or ``ResponsesTemplate``.
+    :param custom_id_field: Record field holding each request's custom_id (default: a
+        content hash).
+    :param endpoint: Batch endpoint, e.g. ``/v1/chat/completions``; default: the
+        template's, else the file's own ``url`` (templated).
+    :param conn_id: The ``openai`` connection (templated).
+    :param metadata: Extra batch metadata, at most 10 pairs (templated); merged with the
+        Airflow identity keys.
+    :param completion_window: Only ``"24h"`` exists today.
+    :param output_expires_after: Seconds after creation when the service may delete the
+        result files (3600..2592000); default: the service's 30 days.
+    :param shard_limits: Per-batch limits (``ShardLimits`` or a dict of its fields);
+        default: the service's (50,000 requests, 200 MB, 50,000 embedding inputs).
+    :param wait_for_completion: Wait until every batch is terminal (default). When
+        False, return the manifest right after submitting.
+    :param deferrable: Wait in the triggerer, freeing the worker (default:
+        ``[operators] default_deferrable``; recommended: True).
+    :param poll_interval: Seconds between status checks at first.
+    :param max_poll_interval: Polling backs off up to this while nothing changes.
+    :param timeout: Wall-clock budget in seconds (or a timedelta) from the creation of
+        the first batch; retries and triggerer restarts keep it. ``None``: no budget
+        (the service's completion window still ends every batch).
+    :param cancel_on_kill: Cancel the batches when the task is killed (the trigger does
+        it when deferred, Airflow 3.3+). Default False, so a clear re-attaches instead.
+    :param cancel_on_timeout: Cancel the batches still running when ``timeout`` ends.
+    :param fail_on_expired: Fail when a batch expired (partial results stay fetchable).
+    :param fail_on_cancelled: Fail when a batch was cancelled (same).
+    :param on_input_change: When batches of this task instance exist for another input:
+        ``"cancel_and_resubmit"`` (default: cancel the ones still running, create new
+        ones), ``"resubmit"`` (leave them running) or ``"fail"``.
+    :param max_transient_errors: Consecutive polling errors tolerated while waiting.
+    """
+
+    template_fields: Sequence[str] = ("input_path", "requests", "endpoint", "conn_id", "metadata")
+    template_fields_renderers = {"metadata": "json"}
+    ui_color = "#d5f5e3"
+    operator_extra_links = batch_links()
+
+    def __init__(
+        self,
+        *,
+        input_path: str | ObjectStoragePath | None = None,
+        requests: Any = None,
+        request_template: RequestTemplate | None = None,
+        custom_id_field: str | None = None,
+        endpoint: str | None = None,
+        conn_id: str = OpenAIBatchHook.default_conn_name,
+        metadata: Mapping[str, Any] | None = None,
+        completion_window: str = "24h",
+        output_expires_after: int | None = None,
+        shard_limits: ShardLimits | Mapping[str, int] | None = None,
+        wait_for_completion: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 30.0,
+        max_poll_interval: float = 300.0,
+        timeout: float | timedelta | None = None,
+        cancel_on_kill: bool = False,
+        cancel_on_timeout: bool = True,
+        fail_on_expired: bool = True,
+        fail_on_cancelled: bool = True,
+        on_input_change: Literal["cancel_and_resubmit", "resubmit", "fail"] = "cancel_and_resubmit",
+        max_transient_errors: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (input_path is None) == (requests is None):
+            raise ValueError("Pass exactly one of input_path (a JSONL file) or requests (records).")
+        if on_input_change not in _INPUT_CHANGE_POLICIES:
+            raise ValueError(
+                f"on_input_change must be one of {_INPUT_CHANGE_POLICIES}, got {on_input_change!r}"
+            )
+        if poll_interval <= 0 or max_poll_interval < poll_interval:
+            raise ValueError("poll_interval must be > 0 and max_poll_interval >= poll_interval")
+        self.input_path = input_path
+        self.requests = requests
+        self.request_template = request_template
+        self.custom_id_field = custom_id_field
+        self.endpoint = endpoint
+        self.conn_id = conn_id
+        self.metadata = metadata
+        self.completion_window = completion_window
+        self.output_expires_after = output_expires_after
+        self.shard_limits = shard_limits
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = float(poll_interval)
+        self.max_poll_interval = float(max_poll_interval)
+        self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        self.cancel_on_kill = cancel_on_kill
+        self.cancel_on_timeout = cancel_on_timeout
+        self.fail_on_expired = fail_on_expired
+        self.fail_on_cancelled = fail_on_cancelled
+        self.on_input_change = on_input_change
+        self.max_transient_errors = max_transient_errors
+        self._live_batch_ids: list[str] = []
+        # Console URLs of this execute, read by the extra links in the same process;
+        # None (a resumed instance) makes them read the XCom instead.
+        self._batch_link_urls: list[str] | None = None
+
+    # ---- execute ----------------------------------------------------------------------
+
+    @property
+    def hook(self) -> OpenAIBatchHook:
+        return OpenAIBatchHook(conn_id=self.conn_id)
+
+    def _limits(self) -> ShardLimits:
+        if isinstance(self.shard_limits, ShardLimits):
+            return self.shard_limits
+        return ShardLimits(**dict(self.shard_limits or {}))
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        ti = context["ti"]
+        identity = Identity(
+            ti.dag_id, ti.task_id, ti.run_id, ti.map_index if ti.map_index is not None else -1
+        )
+        limits = self._limits()
+        self._batch_link_urls = []  # nothing submitted yet: no link, and no XCom lookup for one
+        # Fail on bad metadata before reading or uploading anything.
+        batch_metadata(identity, "0" * 16, 0, 1, self.metadata)
+
+        with self._input() as (path, input_uri, default_endpoint):
+            endpoint = self.endpoint or default_endpoint
+            report = validate_file(path, endpoint=endpoint, limits=_NO_FILE_LIMIT)
+            if not report.ok:
+                raise BatchFileError(
+                    f"The batch input is invalid, so nothing was uploaded or created "
+                    f"({report.problem_count} problem(s)); fix these lines:\n{report.format()}",
+                    report=report,
+                )
+            endpoint = endpoint or report.endpoint
+            assert endpoint, "a valid report always knows its endpoint"
+            with path.open("rb") as fileobj:
+                shards = plan_shards(iter_lines(fileobj), limits)
+            fingerprint = input_fingerprint(report.sha256, endpoint, limits)
+            self.log.info(
+                "Input %s: %d requests, %d bytes, model %s -> %d shard(s); identity %s, fingerprint %s",
+                input_uri or "(records)",
+                report.request_count,
+                report.byte_count,
+                report.model,
+                len(shards),
+                identity.key,
+                fingerprint,
+            )
+            hook = self.hook
+            batches = self._submit(hook, path, identity, fingerprint, endpoint, shards)
+
+        manifest = build_manifest(
+            conn_id=self.conn_id,
+            endpoint=endpoint,
+            model=report.model,
+            fingerprint=fingerprint,
+            identity=identity,
+            input_uri=input_uri,
+            shards=shards,
+            batches=batches,
+        )
+        # Persist links before waiting: the UI shows them during a wait of hours.
+        self._batch_link_urls = persist_batch_links(context, hook, manifest["batch_ids"])
+        summaries = [summarize_batch(b) for b in batches]
+        if not self.wait_for_completion:
+            manifest["batches"] = summaries
+            return manifest
+        if all(BatchStatus.is_terminal(s["status"]) for s in summaries):
+            self.log.info("Every batch is already terminal: no wait.")
+            return self._complete(manifest, {"status": "success", "batches": summaries})
+
+        deadline = deadline_from(batches, self.timeout, now=time.time())
+        if self.deferrable:
+            # Also in XCom (kept across a deferral, cleared on retry): resuming needs it even
+            # where next_kwargs come back with the event only (dag.test() in Airflow 3.3).
+            ti.xcom_push(key=MANIFEST_XCOM_KEY, value=manifest)
+            from airflow_batch_provider.triggers.openai_batch import OpenAIBatchTrigger
+
+            self.defer(
+                trigger=OpenAIBatchTrigger(
+                    conn_id=self.conn_id,
+                    batch_ids=manifest["batch_ids"],
+                    poll_interval=self.poll_interval,
+                    max_poll_interval=self.max_poll_interval,
+                    deadline=deadline,
+                    max_transient_errors=self.max_transient_errors,
+                    cancel_on_kill=self.cancel_on_kill,
+                ),
+                method_name="execute_complete",
+                # Everything execute_complete needs travels here, not on self.
+                kwargs={"manifest": manifest},
+                # A safety net behind the trigger's own deadline, which fires first.
+                timeout=None
+                if deadline is None
+                else timedelta(seconds=max(deadline - time.time(), 0) + self.max_poll_interval + 120),
+            )
+        self._live_batch_ids = list(manifest["batch_ids"])
+        event = self._wait_sync(hook, manifest["batch_ids"], deadline)
+        return self._complete(manifest, event)
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None, manifest: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Resume after the trigger fired.
+
+        A fresh operator instance: everything comes from the method kwargs, or from the
+        manifest XCom pushed before deferring, never from attributes set in ``execute``.
+        """
+        if manifest is None:
+            ti = context["ti"]
+            manifest = ti.xcom_pull(task_ids=ti.task_id, key=MANIFEST_XCOM_KEY, map_indexes=ti.map_index)
+        if not manifest:
+            raise BatchProviderError(
+                "The task resumed without its manifest (neither in the resume kwargs nor in XCom "
+                f"{MANIFEST_XCOM_KEY!r}); clear the task: it re-attaches to its batches."
+            )
+        return self._complete(manifest, event)
+
+    def on_kill(self) -> None:
+        """Cancel the batches of a synchronous wait when asked to (a deferred wait: the trigger does)."""
+        if not (self.cancel_on_kill and self._live_batch_ids):
+            return
+        self._cancel(self.hook, self._live_batch_ids, reason="the task was killed (cancel_on_kill=True)")
+
+    # ---- input --------------------------------------------------------------------------
+
+    @contextmanager
+    def _input(self) -> Iterator[tuple[Any, str | None, str | None]]:
+        """Yield ``(path, input_uri, endpoint implied by the template)``; records go to a temp file."""
+        template_endpoint = getattr(self.request_template, "endpoint", None)
+        if self.input_path is not None:
+            from airflow_batch_provider.storage import as_object_storage_path
+
+            path = as_object_storage_path(self.input_path)
+            yield path, str(path), template_endpoint
+            return
+        from pathlib import Path
+
+        fd, name = tempfile.mkstemp(prefix="openai-batch-", suffix=".jsonl")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for line in self._request_lines():
+                    out.write(line)
+            yield Path(name), None, template_endpoint
+        finally:
+            os.unlink(name)
+
+    def _request_lines(self) -> Iterable[bytes]:
+        records = self.requests
+        if records is None or isinstance(records, (str, bytes, Mapping)) or not isinstance(records, Iterable):
+            raise BatchFileError(
+                f"requests must be a list of records or request lines, got {type(records).__name__}; "
+                "a decorated function must return the whole list."
+            )
+        if self.request_template is not None:
+            return build_request_lines(records, self.request_template, self.custom_id_field)
+        return (_as_line(r, i) for i, r in enumerate(records))
+
+    # ---- submit -------------------------------------------------------------------------
+
+    def _submit(
+        self,
+        hook: OpenAIBatchHook,
+        path: Any,
+        identity: Identity,
+        fingerprint: str,
+        endpoint: str,
+        shards: list[ShardInfo],
+    ) -> list[Any]:
+        sizes = [s.byte_count for s in shards]
+        found = hook.find_batches({"airflow_identity": identity.key})
+        plan = plan_submission(
+            identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found
+        )
+        if plan.to_create:  # only then are uploads worth listing
+            files = list(hook.iter_files(purpose="batch"))
+            plan = plan_submission(
+                identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found, files=files
+            )
+
+        if plan.input_changed and plan.to_create:
+            old = [b.id for b in found if b.metadata and b.metadata.get("airflow_fingerprint") != fingerprint]
+            message = (
+                f"The input changed since this task instance created batches {old} "
+                f"(fingerprints {plan.previous_fingerprints}, now {fingerprint})"
+            )
+            if self.on_input_change == "fail":
+                raise BatchIdentityConflictError(
+                    f"{message}; on_input_change='fail'. Cancel or keep them, then set "
+                    "on_input_change='resubmit' (or restore the input) and clear the task."
+                )
+            self.log.warning("%s: creating new batches for the new input.", message)
+            if self.on_input_change == "cancel_and_resubmit" and plan.stale_batches:
+                self._cancel(hook, [b.id for b in plan.stale_batches], reason="their input was replaced")
+        if plan.duplicate_batches:
+            self._cancel(hook, [b.id for b in plan.duplicate_batches], reason="duplicates of a shard's batch")
+        for batch in plan.replaced_batches:
+            self.log.warning(
+                "Batch %s of this input ended %s: creating a new one for its shard.", batch.id, batch.status
+            )
+
+        result: list[Any] = []
+        for action in plan.actions:
+            shard = shards[action.index]
+            label = shard_label(action.index, len(shards))
+            if action.batch is not None:
+                self.log.info(
+                    "Shard %s: re-attached to batch %s (%s) from an earlier try, nothing uploaded.",
+                    label,
+                    action.batch.id,
+                    action.batch.status,
+                )
+                result.append(action.batch)
+                continue
+            file_id = action.file_id
+            if file_id:
+                self.log.info("Shard %s: reusing upload %s left by an earlier try.", label, file_id)
+            else:
+                name = upload_filename(identity.key, fingerprint, action.index, len(shards))
+                with path.open("rb") as fileobj:
+                    uploaded = hook.upload_file(iter_shard_lines(iter_lines(fileobj), shard), filename=name)
+                file_id = uploaded.id
+                self.log.info(
+                    "Shard %s: uploaded %d requests as %s (%s).", label, shard.line_count, file_id, name
+                )
+            batch = hook.create_batch(
+                file_id,
+                endpoint,
+                completion_window=self.completion_window,
+                metadata=batch_metadata(identity, fingerprint, action.index, len(shards), self.metadata),
+                output_expires_after=None
+                if self.output_expires_after is None
+                else {"anchor": "created_at", "seconds": int(self.output_expires_after)},
+            )
+            self.log.info("Shard %s: created batch %s from %s.", label, batch.id, file_id)
+            result.append(batch)
+
+        for file_id in plan.orphan_file_ids:
+            try:
+                hook.delete_file(file_id)
+                self.log.info("Deleted upload %s that no batch uses (left by an earlier try).", file_id)
+            except Exception as err:
+                self.log.warning("Could not delete orphaned upload %s: %s", file_id, err)
+        return result
+
+    def _cancel(self, hook: OpenAIBatchHook, batch_ids: Iterable[str], *, reason: str) -> None:
+        for batch_id in batch_ids:
+            try:
+                hook.cancel_batch(batch_id)
+                self.log.warning("Cancelled batch %s: %s.", batch_id, reason)
+            except Exception as err:
+                self.log.warning("Could not cancel batch %s (%s): %s", batch_id, reason, err)
+
+    # ---- wait and complete ------------------------------------------------------------
+
+    def _wait_sync(
+        self, hook: OpenAIBatchHook, batch_ids: Sequence[str], deadline: float | None
+    ) -> dict[str, Any]:
+        """Poll in the worker until every batch is terminal; return an event shaped like the trigger's."""
+        latest: dict[str, dict[str, Any]] = {}
+        interval, errors, seen = self.poll_interval, 0, None
+        while True:
+            try:
+                for batch_id in batch_ids:
+                    if batch_id not in latest or not BatchStatus.is_terminal(latest[batch_id]["status"]):
+                        latest[batch_id] = summarize_batch(hook.get_batch(batch_id))
+                errors = 0
+            except BatchAuthError as err:
+                return _error_event("auth", str(err), latest)
+            except BatchNotFoundError as err:
+                return _error_event("not_found", str(err), latest)
+            except Exception as err:  # transient: the hook already retried with backoff
+                errors += 1
+                self.log.warning("Polling failed (%d/%d): %s", errors, self.max_transient_errors, err)
+                if errors > self.max_transient_errors:
+                    return _error_event("polling_error", f"polling kept failing: {err}", latest)
+            summaries = [latest[b] for b in batch_ids if b in latest]
+            if len(summaries) == len(batch_ids) and all(
+                BatchStatus.is_terminal(s["status"]) for s in summaries
+            ):
+                return {"status": "success", "batches": summaries}
+            progress = (sorted((s["id"], s["status"]) for s in summaries), totals(summaries))
+            if progress != seen:
+                seen, interval = progress, self.poll_interval
+                counts = progress[1]
+                self.log.info(
+                    "Waiting for %d batch(es): %s; %d completed, %d failed of %d requests",
+                    len(batch_ids),
+                    ", ".join(f"{b}={s}" for b, s in progress[0]),
+                    counts["completed"],
+                    counts["failed"],
+                    counts["total"],
+                )
+            else:
+                interval = min(interval * 1.5, self.max_poll_interval)
+            now = time.time()
+            if deadline is not None and now >= deadline:
+                return _error_event(
+                    "timeout",
+                    f"the wall-clock budget of {self.timeout}s ended before every batch finished",
+                    latest,
+                )
+            time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - now)))
+
+    def _complete(self, manifest: dict[str, Any], event: dict[str, Any] | None) -> dict[str, Any]:
+        try:
+            summaries = resolve_event(
+                event,
+                batch_ids=manifest["batch_ids"],
+                fail_on_expired=self.fail_on_expired,
+                fail_on_cancelled=self.fail_on_cancelled,
+                shards=manifest.get("shards"),
+            )
+        except BatchTimeoutError as err:
+            summaries = getattr(err, "batches", None) or [{"id": i} for i in manifest["batch_ids"]]
+            live = [b for b in summaries if not BatchStatus.is_terminal(str(b.get("status")))]
+            where = ", ".join(f"{b['id']} ({b.get('status', 'unknown')})" for b in live) or "none"
+            head = (
+                f"The wall-clock budget of {self.timeout}s (counted from the first batch's creation) "
+                f"ended before every batch finished; unfinished: {where}."
+            )
+            if self.cancel_on_timeout and live:
+                self._cancel(self.hook, [b["id"] for b in live], reason="the timeout budget ended")
+                raise BatchTimeoutError(
+                    f"{head} They were cancelled (cancel_on_timeout=True); their partial results stay "
+                    "fetchable. Raise timeout and clear the task to submit again."
+                ) from err
+            raise BatchTimeoutError(
+                f"{head} They keep running and billing (cancel_on_timeout=False). A retry re-attaches "
+                "to them with the same budget: raise timeout, then clear the task to wait longer."
+            ) from err
+        finally:
+            self._live_batch_ids = []
+        manifest = {**manifest, "batches": summaries}
+        counts = totals(summaries)
+        self.log.info(
+            "All %d batch(es) done: %d of %d requests completed, %d failed.",
+            len(summaries),
+            counts["completed"],
+            counts["total"],
+            counts["failed"],
+        )
+        return manifest
+
+
+def _error_event(reason: str, message: str, latest: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"status": "error", "reason": reason, "message": message, "batches": list(latest.values())}
+
+
+def _as_line(record: Any, index: int) -> bytes:
+    """A ready request line from a dict, str or bytes (validated later with the whole file)."""
+    if isinstance(record, bytes):
+        raw = record
+    elif isinstance(record, str):
+        raw = record.encode()
+    elif isinstance(record, Mapping):
+        try:
+            raw = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as err:
+            raise BatchFileError(f"request {index} cannot be written as JSON: {err}") from err
+    else:
+        raise BatchFileError(
+            f"request {index} is a {type(record).__name__}: without request_template each request must "
+            "be a request line (dict with custom_id, method, url, body, or its JSON text)."
+        )
+    raw = raw.rstrip(b"\r\n")
+    if b"\n" in raw:
+        raise BatchFileError(f"request {index} spans several lines; a request line is one line of JSON.")
+    return raw + b"\n"

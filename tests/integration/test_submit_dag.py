@@ -1,0 +1,317 @@
+"""OpenAIBatchSubmitOperator in real DAGs (``dag.test()``) against the emulator.
+
+The trigger runs inline (``dag.test`` does that for a deferred task), so these tests
+cover execute -> defer -> trigger -> execute_complete end to end, and count what the
+service saw through the emulator's stats.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.integration import _dag_env
+from tests.integration._dag_env import FIXED_DATE, chat_lines
+
+airflow_db = _dag_env.airflow_db
+dag_env = _dag_env.dag_env
+
+HEADER = """
+    from datetime import timedelta
+    from airflow.sdk import DAG
+    from airflow_batch_provider.operators.submit import OpenAIBatchSubmitOperator
+"""
+
+
+def _submit_dag(
+    dag_id: str, input_path: str, extra: str = "", header: str = "", cls: str = "OpenAIBatchSubmitOperator"
+):
+    return (
+        HEADER
+        + header
+        + f"""
+    with DAG({dag_id!r}, schedule=None, default_args={{"retries": 0}}) as dag:
+        submit = {cls}(
+            task_id="submit",
+            input_path={input_path!r},
+            deferrable=True,
+            poll_interval=0.1,
+            max_poll_interval=0.5,
+            timeout=60,
+            {extra}
+        )
+    """
+    )
+
+
+def test_submit_defers_and_trigger_completes(dag_env):
+    src = dag_env.data / "in.jsonl"
+    src.write_text(chat_lines(3))
+    dag = dag_env.write_dag("submit_defers", _submit_dag("submit_defers", str(src)))
+
+    dr = dag_env.run(dag)
+
+    assert dag_env.states(dr) == {"submit": "success"}
+    manifest = dag_env.xcom(dr, "submit")
+    # Pushed only right before deferring; the completed batches below come from the trigger.
+    waiting = dag_env.xcom(dr, "submit", "submit_manifest")
+    assert waiting["batch_ids"] == manifest["batch_ids"] and waiting["batches"] == []
+    assert manifest["endpoint"] == "/v1/chat/completions"
+    assert manifest["model"] == "gpt-4o-mini"
+    assert manifest["input_uri"].endswith("in.jsonl")
+    assert manifest["identity"]["task_id"] == "submit" and manifest["identity"]["run_id"] == dr.run_id
+    assert len(manifest["batch_ids"]) == 1 and len(manifest["input_file_ids"]) == 1
+    assert manifest["shards"][0]["line_count"] == 3 and manifest["shards"][0]["start_line"] == 1
+    [batch] = manifest["batches"]
+    assert batch["status"] == "completed"
+    assert batch["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
+    assert batch["metadata"]["airflow_fingerprint"] == manifest["fingerprint"]
+    assert batch["metadata"]["airflow_shard"] == "1/1"
+    # Small: ids and sizes only, never the requests.
+    assert "question" not in json.dumps(manifest)
+    stats = dag_env.emulator.stats()
+    assert stats["files_uploaded"] == 1 and stats["batches_created"] == 1
+
+
+def test_links_return_console_url(dag_env):
+    src = dag_env.data / "in.jsonl"
+    src.write_text(chat_lines(2))
+    dag = dag_env.write_dag("submit_links", _submit_dag("submit_links", str(src)))
+
+    dr = dag_env.run(dag)
+
+    [batch_id] = dag_env.xcom(dr, "submit")["batch_ids"]
+    base = dag_env.emulator.base_url.removesuffix("/v1")
+    expected = f"{base}/_emulator/batches/{batch_id}"
+    assert dag_env.xcom(dr, "submit", "batch_ids") == [batch_id]
+    assert dag_env.xcom(dr, "submit", "batch_links") == [expected]
+    # What the UI shows: the value the worker stored under the link's own key.
+    assert dag_env.xcom(dr, "submit", "_link_openai_batch_1") == expected
+    assert dag_env.xcom(dr, "submit", "_link_openai_batch_2") == ""
+    assert httpx.get(expected).status_code == 200
+
+
+def test_invalid_input_uploads_nothing(dag_env):
+    src = dag_env.data / "bad.jsonl"
+    lines = chat_lines(3).splitlines(keepends=True)
+    lines[1] = "{not json\n"
+    src.write_text("".join(lines))
+    dag = dag_env.write_dag("submit_invalid", _submit_dag("submit_invalid", str(src)))
+
+    dr = dag_env.run(dag)
+
+    assert dag_env.states(dr) == {"submit": "failed"}
+    stats = dag_env.emulator.stats()
+    assert stats["files_uploaded"] == 0
+    assert stats["batches_created"] == 0
+
+
+def test_invalid_input_error_names_the_line(dag_env):
+    from types import SimpleNamespace
+
+    from airflow_batch_provider.exceptions import BatchFileError
+    from airflow_batch_provider.operators.submit import OpenAIBatchSubmitOperator
+
+    src = dag_env.data / "bad.jsonl"
+    lines = chat_lines(3).splitlines(keepends=True)
+    lines[2] = lines[0]  # duplicate custom_id on line 3
+    src.write_text("".join(lines))
+    op = OpenAIBatchSubmitOperator(task_id="submit", input_path=str(src))
+    ti = SimpleNamespace(dag_id="d", task_id="submit", run_id="r", map_index=-1)
+
+    with pytest.raises(BatchFileError, match=r"line 3: .*duplicate") as err:
+        op.execute({"ti": ti})
+    assert "nothing was uploaded" in str(err.value)
+    assert err.value.report.problem_count == 1
+    assert dag_env.emulator.stats()["files_uploaded"] == 0
+
+
+CRASH_AFTER_CREATE = """
+    from unittest import mock
+    from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
+
+    class CrashingSubmit(OpenAIBatchSubmitOperator):
+        # The worker dies right after the service accepted the batch: before any XCom.
+        def execute(self, context):
+            if context["ti"].try_number > 1:
+                return super().execute(context)
+            real = OpenAIBatchHook.create_batch
+
+            def create_then_die(hook, *args, **kwargs):
+                real(hook, *args, **kwargs)
+                raise RuntimeError("worker killed right after creating the batch")
+
+            with mock.patch.object(OpenAIBatchHook, "create_batch", create_then_die):
+                return super().execute(context)
+"""
+
+CRASH_AFTER_UPLOAD = """
+    from unittest import mock
+    from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
+
+    class CrashingSubmit(OpenAIBatchSubmitOperator):
+        # The worker dies between the upload and the create.
+        def execute(self, context):
+            if context["ti"].try_number > 1:
+                return super().execute(context)
+
+            def die(hook, *args, **kwargs):
+                raise RuntimeError("worker killed before creating the batch")
+
+            with mock.patch.object(OpenAIBatchHook, "create_batch", die):
+                return super().execute(context)
+"""
+
+
+@pytest.mark.parametrize(
+    ("header", "uploads"),
+    [(CRASH_AFTER_CREATE, 1), (CRASH_AFTER_UPLOAD, 1)],
+    ids=["killed-after-create", "killed-after-upload"],
+)
+def test_killed_task_retried_creates_no_second_batch(dag_env, header, uploads):
+    src = dag_env.data / "in.jsonl"
+    src.write_text(chat_lines(4))
+    dag_id = f"submit_retry_{len(header)}"
+    dag = dag_env.write_dag(
+        dag_id,
+        _submit_dag(
+            dag_id,
+            str(src),
+            extra="retries=1, retry_delay=timedelta(seconds=0),",
+            header=header,
+            cls="CrashingSubmit",
+        ),
+    )
+
+    dr = dag_env.run(dag)
+
+    assert dag_env.states(dr) == {"submit": "success"}
+    assert dag_env.try_number(dr, "submit") == 2
+    stats = dag_env.emulator.stats()
+    assert stats["batches_created"] == 1
+    assert stats["files_uploaded"] == uploads
+    manifest = dag_env.xcom(dr, "submit")
+    assert manifest["batches"][0]["status"] == "completed"
+
+
+def test_clear_reattaches_and_changed_input_creates_new_batches(dag_env, capfd):
+    src = dag_env.data / "in.jsonl"
+    src.write_text(chat_lines(3))
+    dag = dag_env.write_dag("submit_change", _submit_dag("submit_change", str(src)))
+
+    first = dag_env.xcom(dag_env.run(dag, when=FIXED_DATE), "submit")
+    again = dag_env.xcom(dag_env.run(dag, when=FIXED_DATE), "submit")  # same run_id: a clear
+
+    assert again["batch_ids"] == first["batch_ids"]
+    assert again["fingerprint"] == first["fingerprint"]
+    assert dag_env.emulator.stats()["batches_created"] == 1
+    assert dag_env.emulator.stats()["files_uploaded"] == 1
+    assert "re-attached to batch" in capfd.readouterr().out
+
+    src.write_text(chat_lines(3, prefix="changed"))
+    dr = dag_env.run(dag, when=FIXED_DATE)
+    changed = dag_env.xcom(dr, "submit")
+
+    assert dag_env.states(dr) == {"submit": "success"}
+    assert changed["fingerprint"] != first["fingerprint"]
+    assert changed["batch_ids"] != first["batch_ids"]
+    assert dag_env.emulator.stats()["batches_created"] == 2
+    assert "The input changed since this task instance created batches" in capfd.readouterr().out
+
+
+def test_shards_with_lowered_limits_from_upstream_records(dag_env):
+    dag = dag_env.write_dag(
+        "submit_shards",
+        """
+        from airflow.sdk import DAG, task
+        from airflow_batch_provider.batch_file import ChatTemplate
+        from airflow_batch_provider.operators.submit import OpenAIBatchSubmitOperator
+
+        with DAG("submit_shards", schedule=None) as dag:
+            @task
+            def rows():
+                return [{"id": f"r{i}", "text": f"row {i}"} for i in range(5)]
+
+            OpenAIBatchSubmitOperator(
+                task_id="submit",
+                requests=rows(),
+                request_template=ChatTemplate.from_prompt("gpt-4o-mini", "Classify: {text}"),
+                custom_id_field="id",
+                shard_limits={"max_requests": 2},
+                metadata={"team": "evals"},
+                deferrable=True,
+                poll_interval=0.1,
+                max_poll_interval=0.5,
+            )
+        """,
+    )
+
+    dr = dag_env.run(dag)
+
+    assert dag_env.states(dr) == {"rows": "success", "submit": "success"}
+    manifest = dag_env.xcom(dr, "submit")
+    assert manifest["input_uri"] is None
+    assert [s["start_line"] for s in manifest["shards"]] == [1, 3, 5]
+    assert [s["line_count"] for s in manifest["shards"]] == [2, 2, 1]
+    assert len(set(manifest["batch_ids"])) == 3
+    assert [b["metadata"]["airflow_shard"] for b in manifest["batches"]] == ["1/3", "2/3", "3/3"]
+    assert all(b["metadata"]["team"] == "evals" for b in manifest["batches"])
+    assert all(b["status"] == "completed" for b in manifest["batches"])
+    assert sum(b["request_counts"]["completed"] for b in manifest["batches"]) == 5
+    assert dag_env.emulator.stats()["batches_created"] == 3
+    assert len(dag_env.xcom(dr, "submit", "batch_links")) == 3
+
+
+def test_non_deferrable_waits_in_the_worker(dag_env):
+    src = dag_env.data / "in.jsonl"
+    src.write_text(chat_lines(2))
+    dag = dag_env.write_dag(
+        "submit_sync", _submit_dag("submit_sync", str(src)).replace("deferrable=True", "deferrable=False")
+    )
+
+    dr = dag_env.run(dag)
+
+    assert dag_env.states(dr) == {"submit": "success"}
+    assert dag_env.xcom(dr, "submit", "submit_manifest") is None  # never deferred
+    assert dag_env.xcom(dr, "submit")["batches"][0]["status"] == "completed"
+
+
+def test_no_wait_returns_manifest_right_away(dag_env):
+    src = dag_env.data / "in.jsonl"
+    src.write_text(chat_lines(2))
+    dag = dag_env.write_dag(
+        "submit_nowait", _submit_dag("submit_nowait", str(src), extra="wait_for_completion=False,")
+    )
+
+    dr = dag_env.run(dag)
+
+    manifest = dag_env.xcom(dr, "submit")
+    assert dag_env.states(dr) == {"submit": "success"}
+    assert len(manifest["batch_ids"]) == 1 and manifest["batches"][0]["id"] == manifest["batch_ids"][0]
+
+
+@pytest.mark.emulator(requests_per_second=1)
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "sync"])
+@pytest.mark.parametrize("cancel", [True, False], ids=["cancel", "keep"])
+def test_timeout_fails_and_cancels_on_request(dag_env, deferrable, cancel):
+    src = dag_env.data / "in.jsonl"
+    src.write_text(chat_lines(20))
+    dag_id = f"submit_timeout_{int(deferrable)}{int(cancel)}"
+    body = _submit_dag(dag_id, str(src), extra=f"cancel_on_timeout={cancel},").replace(
+        "timeout=60", "timeout=1"
+    )
+    dag = dag_env.write_dag(dag_id, body.replace("deferrable=True", f"deferrable={deferrable}"))
+
+    dr = dag_env.run(dag)
+
+    assert dag_env.states(dr) == {"submit": "failed"}
+    [batch_id] = dag_env.xcom(dr, "submit", "batch_ids")
+    status = dag_env.emulator.client().batches.retrieve(batch_id).status
+    if cancel:
+        assert dag_env.emulator.stats()["batches_cancelled"] == 1
+        assert status in ("cancelling", "cancelled")
+    else:
+        assert dag_env.emulator.stats()["batches_cancelled"] == 0
+        assert status in ("validating", "in_progress")
