@@ -92,3 +92,34 @@ async def test_async_errors_parse(batch_emulator):
         await bad.batches.list()
     await client.close()
     await bad.close()
+
+
+@pytest.mark.emulator(requests_per_second=40, completion_window_seconds=1)
+async def test_async_failure_expiry_faults_and_restart(batch_emulator):
+    client = batch_emulator.async_client(max_retries=4)
+
+    invalid = await client.files.create(file=("bad.jsonl", b"{nope\n"), purpose="batch")
+    failed = await client.batches.create(
+        input_file_id=invalid.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    failed = await await_batch(client, failed.id)
+    assert failed.status == "failed"
+    assert [(e.code, e.line) for e in failed.errors.data] == [("invalid_json_line", 1)]
+
+    uploaded = await client.files.create(file=("in.jsonl", jsonl(chat_lines(80))), purpose="batch")
+    created = await client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    await await_batch(client, created.id, statuses=("in_progress",))
+    batch_emulator.restart()  # mid-batch: the batch resumes, then the 1 s window runs out
+    expired = await await_batch(client, created.id)
+    assert expired.status == "expired"
+    assert expired.request_counts.completed + expired.request_counts.failed == 80
+    lines = (await client.files.content(expired.error_file_id)).text.splitlines()
+    assert len(lines) == expired.request_counts.failed and '"batch_expired"' in lines[0]
+
+    batch_emulator.set_faults("batches.retrieve", error_429=1.0, retry_after=0.3, max_faults=1)
+    started = asyncio.get_running_loop().time()
+    raw = await client.batches.with_raw_response.retrieve(created.id)
+    assert raw.retries_taken == 1 and asyncio.get_running_loop().time() - started >= 0.3
+    await client.close()
