@@ -76,11 +76,13 @@ def test_submit_defers_and_trigger_completes(dag_env):
 
 
 def test_links_return_console_url(dag_env):
-    src = dag_env.data / "in.jsonl"
-    src.write_text(chat_lines(2))
-    dag = dag_env.write_dag("submit_links", _submit_dag("submit_links", str(src)))
+    (dag_env.data / "submit_links.jsonl").write_text(chat_lines(2))
+    templated = str(dag_env.data / "{{ dag.dag_id }}.jsonl")  # input_path is a template field
+    dag = dag_env.write_dag("submit_links", _submit_dag("submit_links", templated))
 
     dr = dag_env.run(dag)
+
+    assert dag_env.xcom(dr, "submit")["input_uri"].endswith("/submit_links.jsonl")
 
     [batch_id] = dag_env.xcom(dr, "submit")["batch_ids"]
     base = dag_env.emulator.base_url.removesuffix("/v1")

@@ -192,3 +192,19 @@ def test_input_change_cancels_the_stale_running_batch(emulator_default, tmp_path
     assert new["batch_ids"] != old["batch_ids"]
     assert emulator_default.stats()["batches_created"] == 2
     assert emulator_default.stats()["batches_cancelled"] == cancelled
+
+
+def test_input_from_object_storage(emulator_default, aws_test_bucket):
+    from airflow.sdk import ObjectStoragePath
+
+    path = ObjectStoragePath(f"s3://{aws_test_bucket}/batches/in.jsonl", conn_id="aws_test")
+    path.write_text(chat_lines(3))
+
+    manifest = OpenAIBatchSubmitOperator(
+        task_id="submit", input_path=path, wait_for_completion=False
+    ).execute({"ti": FakeTI()})
+
+    assert manifest["input_uri"].startswith("s3://") and manifest["input_uri"].endswith("/batches/in.jsonl")
+    assert manifest["shards"][0]["line_count"] == 3
+    [uploaded] = [f for f in emulator_default.client().files.list() if f.id == manifest["input_file_ids"][0]]
+    assert uploaded.bytes == manifest["shards"][0]["byte_count"]
