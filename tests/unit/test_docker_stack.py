@@ -1,0 +1,115 @@
+"""The docker stack cannot run here (no engine): check that what it names matches the code."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from airflow_batch_provider.emulator.server import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((DOCKER / "docker-compose.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> str:
+    return (DOCKER / "Dockerfile").read_text()
+
+
+def _airflow_env(compose: dict[str, Any]) -> dict[str, str]:
+    return compose["x-airflow-common"]["environment"]
+
+
+def test_image_tag_is_the_airflow_we_test(dockerfile: str) -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    newest = re.search(r"^AIRFLOW_VERSION \?= (\S+)", makefile, re.M)
+    image = re.search(r"AIRFLOW_IMAGE=apache/airflow:(\d+\.\d+\.\d+)-python(\d+\.\d+)", dockerfile)
+    assert newest and image, "Makefile AIRFLOW_VERSION and Dockerfile AIRFLOW_IMAGE must both be set"
+    assert image.group(1) == newest.group(1)
+    assert image.group(2) in {"3.10", "3.11", "3.12", "3.13"}
+
+
+def test_dockerfile_copies_paths_that_exist(dockerfile: str) -> None:
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY"):
+            sources = [p for p in shlex.split(line)[1:-1] if not p.startswith("--")]
+            for source in sources:
+                assert (ROOT / source).exists(), f"Dockerfile copies missing path {source}"
+
+
+def test_emulator_command_is_accepted_by_the_cli(compose: dict[str, Any]) -> None:
+    command = compose["services"]["emulator"]["command"]
+    assert command[:2] == ["airflow-batch", "emulator"]
+    args = build_parser().parse_args(command[2:])
+    published = compose["services"]["emulator"]["ports"][0]
+    assert published.split(":")[1] == str(args.port)
+    # The preset connection must point at that port, on the service name, under /v1.
+    conn = json.loads(_airflow_env(compose)["AIRFLOW_CONN_OPENAI_DEFAULT"])
+    assert conn["conn_type"] == "openai"
+    assert conn["host"] == f"http://emulator:{args.port}/v1"
+
+
+def test_console_script_exists() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'airflow-batch = "airflow_batch_provider.cli:main"' in pyproject
+
+
+def test_minio_connection_matches_minio_service(compose: dict[str, Any]) -> None:
+    env = _airflow_env(compose)
+    conn = json.loads(env["AIRFLOW_CONN_AWS_MINIO"])
+    minio = compose["services"]["minio"]["environment"]
+    assert conn["login"] == minio["MINIO_ROOT_USER"]
+    assert conn["password"] == minio["MINIO_ROOT_PASSWORD"]
+    assert conn["extra"]["endpoint_url"] == "http://minio:9000"
+    assert env["BATCH_DEMO_STORAGE_CONN_ID"] == "aws_minio"
+    bucket = env["BATCH_DEMO_DESTINATION"].removeprefix("s3://").strip("/")
+    assert f"local/{bucket}" in compose["services"]["minio-init"]["entrypoint"][-1]
+
+
+def test_airflow_config_variables_exist(compose: dict[str, Any]) -> None:
+    from airflow.configuration import conf
+
+    described = conf.configuration_description
+    for name in _airflow_env(compose):
+        if not name.startswith("AIRFLOW__"):
+            continue
+        section, key = name.removeprefix("AIRFLOW__").lower().split("__", 1)
+        if section == "celery":  # owned by the celery provider, which the image has and this venv lacks
+            assert key in {"broker_url", "result_backend"}
+            continue
+        options = described.get(section, {}).get("options", {})
+        assert key in options or conf.has_option(section, key), f"{name} is not an Airflow option"
+
+
+def test_airflow_services_run_real_airflow_commands(compose: dict[str, Any]) -> None:
+    expected = {
+        "airflow-apiserver": ["api-server"],
+        "airflow-scheduler": ["scheduler"],
+        "airflow-dag-processor": ["dag-processor"],
+        "airflow-triggerer": ["triggerer"],
+        "airflow-worker": ["celery", "worker"],
+    }
+    for service, command in expected.items():
+        assert compose["services"][service]["command"] == command
+    assert compose["services"]["airflow-apiserver"]["ports"] == ["8080:8080"]
+    env = _airflow_env(compose)
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].startswith("http://airflow-apiserver:8080/")
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/airflow/dags"
+
+
+def test_examples_env_variables_are_read_by_the_examples(compose: dict[str, Any]) -> None:
+    sources = "\n".join(p.read_text() for p in (ROOT / "dags_examples").rglob("*.py"))
+    for name in ("BATCH_DEMO_DESTINATION", "BATCH_DEMO_STORAGE_CONN_ID"):
+        assert name in _airflow_env(compose)
+        assert name in sources, f"no example DAG reads {name}"
