@@ -16,8 +16,9 @@ machine disturbs far less than wall time; wall time is printed beside it.
 Targets (exit 1 if one is missed): validator throughput >= 0.5x the bare loop, both
 streamed and in memory; validator peak RSS <= 150 MB.
 
-The upload half of issue 3 (client peak RSS while uploading this file) belongs to the
-hook: fill in :func:`upload_benchmark`.
+Then ``upload``: ``OpenAIBatchHook.upload_file`` sends the file to an emulator running in
+another process; the uploading process's peak RSS must stay <= 150 MB (``--upload-only``
+skips the validator runs).
 """
 
 from __future__ import annotations
@@ -129,13 +130,60 @@ def _measure(mode: str, path: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def upload_benchmark(path: Path) -> dict | None:
-    """Upload ``path`` through the hook to the emulator and return ``{"peak_rss_mb": ...}``.
+def _upload_child(path: str) -> None:
+    """Upload ``path`` with ``OpenAIBatchHook.upload_file`` to an emulator in another process; print RSS."""
+    import os
 
-    Belongs to the hook author (issue 3: client peak RSS <= 150 MB while uploading).
-    Return ``None`` to skip; run the upload in a subprocess like :func:`_measure`.
-    """
-    return None
+    import psutil
+
+    from airflow_batch_provider.emulator.testing import running_emulator
+
+    with (
+        tempfile.TemporaryDirectory() as data_dir,
+        running_emulator(profile="instant", mode="subprocess", data_dir=Path(data_dir)) as emulator,
+    ):
+        os.environ["AIRFLOW_CONN_OPENAI_BENCH"] = json.dumps(
+            {"conn_type": "openai", "host": emulator.base_url, "password": emulator.api_key}
+        )
+        from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
+
+        hook = OpenAIBatchHook("openai_bench")
+        hook.get_conn()
+        baseline = psutil.Process().memory_info().rss / 2**20  # Airflow + SDK imported, client built
+        size = Path(path).stat().st_size
+        start = time.perf_counter()
+        uploaded = hook.upload_file(Path(path))
+        seconds = time.perf_counter() - start
+        with open(path, "rb") as lines:  # an iterable of lines: spooled to a temporary file first
+            start = time.perf_counter()
+            spooled = hook.upload_file(lines.__iter__(), filename="spooled.jsonl")
+            spooled_seconds = time.perf_counter() - start
+        if uploaded.bytes != size or spooled.bytes != size:
+            raise SystemExit(f"uploaded {uploaded.bytes} and {spooled.bytes} bytes of {size}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # this process only, not the emulator
+    result = {"peak_rss_mb": peak, "baseline_rss_mb": baseline, "seconds": seconds, "bytes": size}
+    print(json.dumps({**result, "spooled_seconds": spooled_seconds}))
+
+
+def upload_benchmark(path: Path) -> dict:
+    """Upload ``path`` through the hook to the emulator (a separate process) and return
+    ``{"peak_rss_mb", "baseline_rss_mb", "seconds", "bytes"}`` of the uploading process."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--upload-child", str(path)], capture_output=True, text=True, check=False
+    )
+    if done.returncode:
+        raise SystemExit(f"upload run failed:\n{done.stderr[-4000:]}{done.stdout[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    mb, peak, base = result["bytes"] / 1e6, result["peak_rss_mb"], result["baseline_rss_mb"]
+    print(
+        f"upload (hook, path): {mb:.1f} MB in {result['seconds']:.2f} s ({mb / result['seconds']:.1f} MB/s); "
+        f"from an iterable of lines (spooled): {result['spooled_seconds']:.2f} s"
+    )
+    print(
+        f"upload client RSS: {base:.1f} MB before (Airflow + openai imported, client built), "
+        f"peak {peak:.1f} MB over both uploads (+{peak - base:.1f} MB)"
+    )
+    return dict(result)
 
 
 def main() -> int:
@@ -143,9 +191,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keep", type=Path, help="write the file here and keep it")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "FILE"), help=argparse.SUPPRESS)
+    parser.add_argument("--upload-child", metavar="FILE", help=argparse.SUPPRESS)
+    parser.add_argument("--upload-only", action="store_true", help="measure only the hook upload")
     args = parser.parse_args()
     if args.child:
         _child(*args.child)
+        return 0
+    if args.upload_child:
+        _upload_child(args.upload_child)
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,6 +207,12 @@ def main() -> int:
         size = generate(path)
         mb = size / 1e6
         print(f"file: {path.name}, {LINES:,} lines, {size:,} bytes ({mb:.1f} MB = {size / 2**20:.1f} MiB)")
+        if args.upload_only:
+            upload_rss = upload_benchmark(path)["peak_rss_mb"]
+            ok = upload_rss <= MAX_RSS_MB
+            verdict = "PASS" if ok else "FAIL"
+            print(f"{verdict}  upload client peak RSS = {upload_rss:.1f} MB (target <= 150 MB)")
+            return 0 if ok else 1
         runs: dict[str, list[dict]] = {}
         for _ in range(args.rounds):  # interleaved, so load from other processes hits every mode
             for mode in ("json", "validate", "json-mem", "validate-mem"):

@@ -1,0 +1,567 @@
+"""OpenAIBatchHook: the one door to the Files and Batches APIs, sync and async.
+
+Reads the standard ``openai`` connection (see ``_openai_clients.settings_from_connection``).
+Transient failures are retried by the SDK (``max_retries`` extra, honouring
+Retry-After); what is left is turned into this package's errors, with the fix in
+the message and no secret in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import random
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from email.utils import parsedate_to_datetime
+from typing import IO, TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
+
+import openai
+from airflow.sdk import BaseHook, ObjectStoragePath
+
+from airflow_batch_provider.batch_status import BatchStatus
+from airflow_batch_provider.exceptions import (
+    BatchAuthError,
+    BatchNotFoundError,
+    BatchProviderError,
+    BatchServiceError,
+    TransferError,
+)
+from airflow_batch_provider.hooks._openai_clients import (
+    OPENAI_API_HOST,
+    ClientSettings,
+    close_async_clients,
+    redact,
+    settings_from_connection,
+    shared_async_client,
+)
+from airflow_batch_provider.storage import LandedFile, as_object_storage_path, write_atomically
+
+if TYPE_CHECKING:
+    from openai.types import Batch, FileObject
+
+__all__ = ["OpenAIBatchHook", "close_async_clients"]
+
+_MAX_RETRY_AFTER = 60.0
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Errors a response body stream raises when the connection is cut (whichever httpx the SDK uses)."""
+    errors: list[type[BaseException]] = [ConnectionError, openai.APIConnectionError]
+    for name in ("httpx2", "httpx"):
+        with contextlib.suppress(ImportError):
+            module = __import__(name)
+            errors.append(module.TransportError)
+    return tuple(errors)
+
+
+_CUT = _transport_errors()
+
+
+class _Truncated(Exception):
+    """The body ended before the file's size was reached."""
+
+
+_RESUMABLE: tuple[type[BaseException], ...] = (_Truncated, *_CUT)
+
+
+def _server_message(err: openai.APIStatusError) -> str:
+    body = err.body
+    if isinstance(body, Mapping):
+        message = body.get("message") or body.get("detail")
+        if message:
+            return str(message)
+    return err.message
+
+
+def _is_transient(err: BaseException) -> bool:
+    if isinstance(err, openai.APIConnectionError):
+        return True
+    if isinstance(err, openai.APIStatusError):
+        if err.status_code == 429 and err.code == "insufficient_quota":
+            return False
+        return err.status_code in (408, 409, 429) or err.status_code >= 500
+    return False
+
+
+def _retry_delay(err: BaseException, attempt: int) -> float:
+    """Seconds before the next attempt: the server's Retry-After if it gave one, else backoff."""
+    response = getattr(err, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    with contextlib.suppress(TypeError, ValueError):
+        if headers.get("retry-after-ms"):
+            return min(float(headers["retry-after-ms"]) / 1000, _MAX_RETRY_AFTER)
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return min(max(float(value), 0.0), _MAX_RETRY_AFTER)
+        except ValueError:
+            with contextlib.suppress(TypeError, ValueError):
+                delay = parsedate_to_datetime(value).timestamp() - time.time()
+                return min(max(delay, 0.0), _MAX_RETRY_AFTER)
+    return min(0.5 * 2**attempt, 8.0) * (1 - 0.25 * random.random())
+
+
+def _metadata_matches(batch: Batch, wanted: Mapping[str, str]) -> bool:
+    have = batch.metadata or {}
+    return all(have.get(key) == value for key, value in wanted.items())
+
+
+def _cancel_is_moot(batch: Batch) -> bool:
+    return BatchStatus.is_terminal(batch.status) or batch.status == BatchStatus.CANCELLING.value
+
+
+def _split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Whole lines (with their ``\\n``) from chunks cut anywhere; a last unterminated line too."""
+    pending = bytearray()
+    for chunk in chunks:
+        pending += chunk
+        start = 0
+        while (end := pending.find(b"\n", start)) != -1:
+            yield bytes(pending[start : end + 1])
+            start = end + 1
+        del pending[:start]
+    if pending:
+        yield bytes(pending)
+
+
+class OpenAIBatchHook(BaseHook):
+    """Files and Batches of the OpenAI Batch API (or any compatible service, Azure included).
+
+    :param conn_id: an ``openai`` connection: password = API key, host = base URL; extras
+        ``openai_client_kwargs``, ``organization``, ``project``, ``max_retries``, ``timeout``,
+        ``console_url``, and for Azure ``azure_endpoint``, ``api_version``, ``azure_deployment``.
+    """
+
+    conn_name_attr = "conn_id"
+    default_conn_name = "openai_default"
+    conn_type = "openai"
+    hook_name = "OpenAI"
+
+    def __init__(self, conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
+        self._settings: ClientSettings | None = None
+        self._async_settings: ClientSettings | None = None
+        self._client: openai.OpenAI | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(conn_id={self.conn_id!r})"
+
+    # --- clients ---
+
+    @property
+    def settings(self) -> ClientSettings:
+        """The connection as read for the SDK (read once per hook)."""
+        if self._settings is None:
+            conn = self.get_connection(self.conn_id)
+            self._settings = settings_from_connection(conn, conn.extra_dejson)
+        return self._settings
+
+    def get_conn(self) -> openai.OpenAI:
+        """Return this hook's ``OpenAI`` (or ``AzureOpenAI``) client, built once."""
+        if self._client is None:
+            self._client = self.settings.build_sync()
+        return self._client
+
+    async def _aload_settings(self) -> ClientSettings:
+        from airflow.sdk import Connection
+
+        if hasattr(Connection, "aextra_dejson"):
+            # Airflow >= 3.3.2: fetching and masking never block the loop.
+            conn = await self.aget_connection(self.conn_id)
+            extras = await conn.aextra_dejson()
+        else:
+            # Older Airflow masks secrets with a blocking call: keep it off the loop.
+            conn = await asyncio.to_thread(self.get_connection, self.conn_id)
+            extras = await asyncio.to_thread(lambda: conn.extra_dejson)
+        return settings_from_connection(conn, extras)
+
+    async def get_async_conn(self) -> openai.AsyncOpenAI:
+        """Return the ``AsyncOpenAI`` client shared by every hook of this connection on the running loop.
+
+        Do not close it: it is closed when the loop shuts down, or by ``close_async_clients()``.
+        """
+        if self._async_settings is None:
+            self._async_settings = await self._aload_settings()
+        return shared_async_client(self._async_settings)
+
+    @property
+    def max_retries(self) -> int:
+        return self.settings.max_retries
+
+    # --- errors ---
+
+    def _fail(self, err: BaseException, action: str, settings: ClientSettings | None = None) -> NoReturn:
+        raise self._translate(err, action, settings) from None
+
+    def _translate(
+        self, err: BaseException, action: str, settings: ClientSettings | None = None
+    ) -> BatchProviderError:
+        """Turn an SDK error into this package's error: what failed, why, and what to do."""
+        settings = settings or self._settings or self._async_settings
+        secrets = settings.secrets if settings else ()
+        where = settings.base_url if settings else "the service"
+        conn = self.conn_id
+        if isinstance(err, BatchProviderError):
+            return err
+        if isinstance(err, openai.APIStatusError):
+            status = err.status_code
+            detail = redact(_server_message(err), secrets)
+            request_id = f", request id {err.request_id}" if err.request_id else ""
+            if status == 401:
+                return BatchAuthError(
+                    f"{action}: {where} refused the credentials of connection {conn!r} "
+                    f"(401: {detail}{request_id}). Put a valid API key in the connection's "
+                    "password (API Key) field."
+                )
+            if status == 403:
+                return BatchAuthError(
+                    f"{action}: the key of connection {conn!r} is not allowed to do this at {where} "
+                    f"(403: {detail}{request_id}). Check the key's permissions and the connection's "
+                    "'organization' and 'project' extras."
+                )
+            if status == 404:
+                return BatchNotFoundError(
+                    f"{action}: not found at {where} (404: {detail}{request_id}). Check the id, and that "
+                    f"connection {conn!r} points at the organization and project that created it."
+                )
+            if status == 429 and err.code == "insufficient_quota":
+                return BatchServiceError(
+                    f"{action}: the account behind connection {conn!r} has no quota left (429: {detail}). "
+                    "Add credits or raise the limits, then retry the task."
+                )
+            if _is_transient(err):
+                return BatchServiceError(
+                    f"{action}: {where} kept failing after {self._retries(settings)} retries "
+                    f"({status}: {detail}{request_id}). The service is down or rate limiting: "
+                    "retry the task later, or raise the connection's 'max_retries' extra."
+                )
+            param = f" (param {err.param})" if getattr(err, "param", None) else ""
+            return BatchProviderError(
+                f"{action}: {where} rejected the request{param} ({status}: {detail}{request_id}). "
+                "Fix the request: it is not retried."
+            )
+        if isinstance(err, openai.APIConnectionError):
+            kind = "timed out" if isinstance(err, openai.APITimeoutError) else "could not connect"
+            return BatchServiceError(
+                f"{action}: {kind} to {where} after {self._retries(settings)} retries "
+                f"({redact(str(err.__cause__ or err), secrets)}). Check the connection's host and the "
+                "network, or retry the task later."
+            )
+        return BatchProviderError(f"{action}: {type(err).__name__}: {redact(str(err), secrets)}")
+
+    @staticmethod
+    def _retries(settings: ClientSettings | None) -> int:
+        return settings.max_retries if settings else 0
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except openai.OpenAIError as err:
+            self._fail(err, action)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the credentials by listing one batch (the UI's Test button)."""
+        try:
+            client = self.get_conn().with_options(max_retries=1, timeout=20.0)
+            with self._errors("Listing batches"):
+                client.batches.list(limit=1)
+        except Exception as err:
+            settings = self._settings
+            message = str(err) if isinstance(err, BatchProviderError) else str(self._translate(err, "Test"))
+            return False, redact(message, settings.secrets if settings else ())
+        return True, f"Connected: the Batch API at {self.settings.base_url} answered."
+
+    # --- files ---
+
+    @contextlib.contextmanager
+    def _open_upload(self, source: Any, filename: str | None) -> Iterator[tuple[str, IO[bytes]]]:
+        """Yield ``(filename, binary file)`` for ``source`` without reading it into memory."""
+        if isinstance(source, (bytes, bytearray)):
+            yield filename or "batch_input.jsonl", io.BytesIO(bytes(source))
+        elif isinstance(source, (str, os.PathLike, ObjectStoragePath)):
+            path = as_object_storage_path(source)
+            name = filename or path.name or "batch_input.jsonl"
+            # A plain file for local paths (the SDK reads it in 64 KB pieces); else an
+            # fsspec file with a bounded read-ahead.
+            if (path.protocol or "file") in ("file", "local"):
+                with open(path.path, "rb") as handle:
+                    yield name, handle
+            else:
+                with path.fs.open(path.path, "rb", block_size=8 * 1024 * 1024) as handle:
+                    yield name, handle
+        elif hasattr(source, "read"):
+            yield filename or getattr(source, "name", None) or "batch_input.jsonl", source
+        elif isinstance(source, Iterable):
+            # A generator cannot be re-read on retry, and its size is unknown: spool it to disk.
+            with tempfile.TemporaryFile(prefix="openai-batch-upload-") as spool:
+                for line in source:
+                    data = line.encode() if isinstance(line, str) else bytes(line)
+                    spool.write(data)
+                    if data and not data.endswith(b"\n"):
+                        spool.write(b"\n")
+                spool.seek(0)
+                yield filename or "batch_input.jsonl", spool
+        else:
+            raise BatchProviderError(
+                f"Cannot upload a {type(source).__name__}: give a path, an ObjectStoragePath, "
+                "a binary file or an iterable of bytes lines."
+            )
+
+    def upload_file(self, source: Any, *, filename: str | None = None) -> FileObject:
+        """Upload a batch input file (purpose ``batch``), streaming it.
+
+        :param source: a local path, a URL or ``ObjectStoragePath``, a binary file, or an
+            iterable of ``bytes`` lines (a missing final ``\\n`` is added to each line).
+        :param filename: the name the service shows; defaults to the source's name.
+        """
+        with self._open_upload(source, filename) as (name, handle):
+            with self._errors(f"Uploading {name}"):
+                uploaded = self.get_conn().files.create(file=(name, handle), purpose="batch")
+        self.log.info("Uploaded %s as file %s (%s bytes)", name, uploaded.id, uploaded.bytes)
+        return uploaded
+
+    def get_file(self, file_id: str) -> FileObject:
+        with self._errors(f"Reading file {file_id}"):
+            return self.get_conn().files.retrieve(file_id)
+
+    def iter_files(self, purpose: str | None = None) -> Iterator[FileObject]:
+        """Every file (of ``purpose`` if given), across all pages."""
+        kwargs: dict[str, Any] = {"purpose": purpose} if purpose else {}
+        with self._errors("Listing files"):
+            yield from self.get_conn().files.list(**kwargs)
+
+    def delete_file(self, file_id: str) -> None:
+        """Delete a file; a file already gone counts as deleted."""
+        try:
+            with self._errors(f"Deleting file {file_id}"):
+                self.get_conn().files.delete(file_id)
+        except BatchNotFoundError:
+            self.log.info("File %s was already deleted", file_id)
+
+    def _iter_content(self, file_id: str) -> Iterator[bytes]:
+        """The file's bytes, resuming after a cut connection.
+
+        Resumes with ``Range: bytes=N-``; a server that ignores it sends the whole file
+        again and the first N bytes are skipped. The file's ``bytes`` field tells a
+        complete body from one cut without an error.
+        """
+        expected = self.get_file(file_id).bytes
+        client = self.get_conn()
+        received = 0
+        cuts = 0
+        attempts = max(self.max_retries, 3)
+        while True:
+            headers = {"Range": f"bytes={received}-"} if received else {}
+            try:
+                with self._errors(f"Downloading file {file_id}"):
+                    with client.files.with_streaming_response.content(file_id, extra_headers=headers) as resp:
+                        skip = received if received and resp.status_code != 206 else 0
+                        # Chunks as they arrive: a cut loses nothing already received.
+                        for chunk in resp.iter_bytes():
+                            if skip:
+                                if len(chunk) <= skip:
+                                    skip -= len(chunk)
+                                    continue
+                                chunk, skip = chunk[skip:], 0
+                            received += len(chunk)
+                            yield chunk
+                if expected and received < expected:
+                    raise _Truncated(f"body ended at byte {received}")
+                return
+            except _RESUMABLE as err:
+                cuts += 1
+                if cuts > attempts:
+                    raise TransferError(
+                        f"Downloading file {file_id}: the connection was cut {cuts} times, last at byte "
+                        f"{received} of {expected} ({type(err).__name__}). Retry the task later."
+                    ) from None
+                delay = 0.0 if cuts == 1 else min(0.5 * 2 ** (cuts - 2), 8.0)
+                self.log.warning(
+                    "Download of file %s cut at byte %d of %s (%s); resuming in %.1fs",
+                    file_id,
+                    received,
+                    expected,
+                    type(err).__name__,
+                    delay,
+                )
+                time.sleep(delay)
+
+    def iter_file_lines(self, file_id: str) -> Iterator[bytes]:
+        """The file's lines (each with its ``\\n``), streamed; survives cut connections."""
+        yield from _split_lines(self._iter_content(file_id))
+
+    def download_file(self, file_id: str, destination: ObjectStoragePath | str) -> LandedFile:
+        """Stream a file to ``destination`` atomically: complete there, or not there at all.
+
+        :param file_id: the service's file id (an output or error file).
+        :param destination: an ``ObjectStoragePath``, URL or local path.
+        :return: the landed file's uri, bytes, sha256 and line count.
+        """
+        target = as_object_storage_path(destination)
+        try:
+            landed = write_atomically(target, self._iter_content(file_id))
+        except BatchProviderError:
+            raise
+        except Exception as err:
+            raise TransferError(
+                f"Writing file {file_id} to {target} failed ({type(err).__name__}: {err}); nothing was "
+                "left at that path. Check the destination's connection and permissions."
+            ) from err
+        self.log.info(
+            "Landed file %s at %s (%d bytes, %d lines)", file_id, landed.uri, landed.bytes, landed.lines
+        )
+        return landed
+
+    # --- batches ---
+
+    def create_batch(
+        self,
+        input_file_id: str,
+        endpoint: str,
+        *,
+        completion_window: str = "24h",
+        metadata: Mapping[str, str] | None = None,
+        output_expires_after: Mapping[str, Any] | None = None,
+    ) -> Batch:
+        """Create a batch, never twice for one call.
+
+        The SDK sends no idempotency key, so a create retried after a reset or a 5xx could
+        make a second batch. Retries happen here instead: before asking again, recent
+        batches are checked for one with this input file, endpoint and metadata.
+        """
+        params: dict[str, Any] = {
+            "input_file_id": input_file_id,
+            "endpoint": endpoint,
+            "completion_window": completion_window,
+        }
+        if metadata:
+            params["metadata"] = dict(metadata)
+        if output_expires_after:
+            params["output_expires_after"] = dict(output_expires_after)
+        client = self.get_conn().with_options(max_retries=0)
+        started = time.time()
+        attempt = 0
+        check_first = False
+        while True:
+            try:
+                if check_first:
+                    found = self._find_created(client, params, since=started - 300)
+                    if found is not None:
+                        self.log.warning("Batch %s was created by an attempt that seemed to fail", found.id)
+                        return found
+                    check_first = False
+                batch = client.batches.create(**params)
+                self.log.info("Created batch %s from file %s (%s)", batch.id, input_file_id, endpoint)
+                return batch
+            except openai.OpenAIError as err:
+                if not _is_transient(err) or attempt >= self.max_retries:
+                    self._fail(err, f"Creating a batch from file {input_file_id}")
+                # 408/409/429 were refused before any work; 5xx or a cut may have created it.
+                if isinstance(err, openai.APIConnectionError) or (
+                    isinstance(err, openai.APIStatusError) and err.status_code >= 500
+                ):
+                    check_first = True
+                delay = _retry_delay(err, attempt)
+                attempt += 1
+                self.log.warning(
+                    "Creating a batch failed (%s); attempt %d of %d in %.1fs",
+                    type(err).__name__,
+                    attempt + 1,
+                    self.max_retries + 1,
+                    delay,
+                )
+                time.sleep(delay)
+
+    @staticmethod
+    def _find_created(client: openai.OpenAI, params: Mapping[str, Any], since: float) -> Batch | None:
+        for batch in client.batches.list(limit=100):
+            if batch.created_at < since:
+                return None  # newest first: nothing older can be ours
+            if (
+                batch.input_file_id == params["input_file_id"]
+                and batch.endpoint == params["endpoint"]
+                and (batch.metadata or {}) == (params.get("metadata") or {})
+            ):
+                return batch
+        return None
+
+    def get_batch(self, batch_id: str) -> Batch:
+        with self._errors(f"Reading batch {batch_id}"):
+            return self.get_conn().batches.retrieve(batch_id)
+
+    async def aget_batch(self, batch_id: str) -> Batch:
+        client = await self.get_async_conn()
+        try:
+            return await client.batches.retrieve(batch_id)
+        except openai.OpenAIError as err:
+            self._fail(err, f"Reading batch {batch_id}", self._async_settings)
+
+    def cancel_batch(self, batch_id: str) -> Batch:
+        """Cancel a batch; one already finished or cancelling is returned as it is."""
+        batch = self.get_batch(batch_id)
+        if _cancel_is_moot(batch):
+            return batch
+        try:
+            with self._errors(f"Cancelling batch {batch_id}"):
+                return self.get_conn().batches.cancel(batch_id)
+        except (BatchAuthError, BatchNotFoundError):
+            raise
+        except BatchProviderError:
+            # It may have finished meanwhile (the service then refuses to cancel it).
+            batch = self.get_batch(batch_id)
+            if _cancel_is_moot(batch):
+                return batch
+            raise
+
+    async def acancel_batch(self, batch_id: str) -> Batch:
+        """Async ``cancel_batch``."""
+        batch = await self.aget_batch(batch_id)
+        if _cancel_is_moot(batch):
+            return batch
+        client = await self.get_async_conn()
+        try:
+            return await client.batches.cancel(batch_id)
+        except openai.OpenAIError as err:
+            error = self._translate(err, f"Cancelling batch {batch_id}", self._async_settings)
+        if not isinstance(error, (BatchAuthError, BatchNotFoundError)):
+            batch = await self.aget_batch(batch_id)
+            if _cancel_is_moot(batch):
+                return batch
+        raise error
+
+    def iter_batches(self) -> Iterator[Batch]:
+        """Every batch, newest first, across all pages."""
+        with self._errors("Listing batches"):
+            yield from self.get_conn().batches.list(limit=100)
+
+    def find_batches(self, metadata: Mapping[str, str]) -> list[Batch]:
+        """Batches whose metadata holds every pair of ``metadata``, newest first."""
+        return [batch for batch in self.iter_batches() if _metadata_matches(batch, metadata)]
+
+    # --- links ---
+
+    def batch_console_url(self, batch_id: str) -> str | None:
+        """Where a person can see the batch.
+
+        The ``console_url`` extra (a template with ``{batch_id}``) wins; else
+        platform.openai.com for api.openai.com, none for Azure, and the emulator's page
+        (``<base without /v1>/_emulator/batches/<id>``) for any other base URL.
+        """
+        settings = self.settings
+        if settings.console_url is not None:
+            return settings.console_url.replace("{batch_id}", batch_id)
+        if settings.azure or not settings.base_url:
+            return None
+        parts = urlsplit(settings.base_url)
+        if parts.hostname == OPENAI_API_HOST:
+            return f"https://platform.openai.com/batches/{batch_id}"
+        base = settings.base_url.rstrip("/")
+        base = base[: -len("/v1")] if base.endswith("/v1") else base
+        return f"{base}/_emulator/batches/{batch_id}"

@@ -1,0 +1,132 @@
+"""The async side: one AsyncOpenAI per (connection, event loop), shared, closed with the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+
+import pytest
+
+from airflow_batch_provider.exceptions import BatchAuthError
+from airflow_batch_provider.hooks import _openai_clients as clients
+from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook, close_async_clients
+from tests.unit.hook_http import Reply, Request, ScriptedServer, batch_json, error
+
+KEY = "sk-async-test-secret-0123456789"
+
+
+@pytest.fixture
+def conn(openai_connection):
+    def make(conn_id: str, url: str = "http://127.0.0.1:9", **extra) -> str:
+        return openai_connection(conn_id, host=f"{url}/v1", password=KEY, extra=extra)
+
+    return make
+
+
+async def test_hooks_of_one_connection_share_one_client(conn):
+    conn("openai_a")
+    conn("openai_b")
+    first = await OpenAIBatchHook("openai_a").get_async_conn()
+    assert await OpenAIBatchHook("openai_a").get_async_conn() is first
+    other = await OpenAIBatchHook("openai_b").get_async_conn()
+    assert other is not first
+    assert clients.async_client_count() == 2
+
+
+async def test_registry_keys_hold_no_secret(conn):
+    conn("openai_k")
+    await OpenAIBatchHook("openai_k").get_async_conn()
+    holder = clients._LOOPS[id(asyncio.get_running_loop())]
+    for conn_id, digest in holder.clients:
+        assert KEY not in conn_id and KEY not in digest
+    assert KEY not in repr(holder.clients)
+
+
+def test_each_loop_has_its_own_client_closed_with_the_loop(conn):
+    conn("openai_loop")
+
+    async def grab():
+        return await OpenAIBatchHook("openai_loop").get_async_conn()
+
+    first = asyncio.run(grab())
+    second = asyncio.run(grab())
+    assert first is not second
+    assert first.is_closed() and second.is_closed()
+
+
+def test_the_loop_alone_keeps_its_clients_alive(conn):
+    conn("openai_alive")
+
+    async def main():
+        first = await OpenAIBatchHook("openai_alive").get_async_conn()
+        await asyncio.sleep(0.01)  # the keeper task starts waiting
+        gc.collect()
+        return first, await OpenAIBatchHook("openai_alive").get_async_conn()
+
+    first, again = asyncio.run(main())
+    assert first is again
+
+
+def test_nothing_is_left_once_the_loop_is_gone(conn):
+    conn("openai_gone")
+
+    async def grab():
+        await OpenAIBatchHook("openai_gone").get_async_conn()
+        return id(asyncio.get_running_loop())
+
+    loop_id = asyncio.run(grab())
+    gc.collect()
+    assert loop_id not in clients._LOOPS
+
+
+async def test_close_async_clients_closes_and_the_next_call_rebuilds(conn):
+    conn("openai_close")
+    client = await OpenAIBatchHook("openai_close").get_async_conn()
+    assert await close_async_clients() == 1
+    assert client.is_closed()
+    fresh = await OpenAIBatchHook("openai_close").get_async_conn()
+    assert fresh is not client and not fresh.is_closed()
+
+
+async def test_a_changed_key_gets_a_new_client(conn, openai_connection):
+    conn("openai_rot")
+    old = await OpenAIBatchHook("openai_rot").get_async_conn()
+    openai_connection("openai_rot", host="http://127.0.0.1:9/v1", password=KEY + "-rotated")
+    new = await OpenAIBatchHook("openai_rot").get_async_conn()
+    assert new is not old and new.api_key.endswith("-rotated")
+
+
+async def test_aget_and_acancel_do_not_stall_the_loop(conn):
+    def route(request: Request) -> Reply:
+        time.sleep(0.3)  # a slow service
+        if request.path.endswith("/cancel"):
+            return Reply(200, batch_json("batch_1", status="cancelling"))
+        return Reply(200, batch_json("batch_1", status="in_progress"))
+
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    with ScriptedServer(route) as server:
+        conn("openai_slow", server.url)
+        hook = OpenAIBatchHook("openai_slow")
+        task = asyncio.create_task(ticker())
+        batches = await asyncio.gather(*(hook.aget_batch("batch_1") for _ in range(5)))
+        cancelled = await hook.acancel_batch("batch_1")
+        task.cancel()
+    assert {b.status for b in batches} == {"in_progress"}
+    assert cancelled.status == "cancelling"
+    assert ticks >= 20  # the loop kept running while requests waited
+
+
+async def test_async_errors_are_translated_without_the_key(conn):
+    with ScriptedServer(lambda r: error(401, f"Incorrect API key provided: {KEY}")) as server:
+        conn("openai_a401", server.url)
+        with pytest.raises(BatchAuthError) as info:
+            await OpenAIBatchHook("openai_a401").aget_batch("batch_1")
+    assert KEY not in str(info.value)

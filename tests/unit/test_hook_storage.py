@@ -1,0 +1,93 @@
+"""storage.py: atomic landing of streamed files, and their size/sha256/line count."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from airflow_batch_provider.storage import (
+    LandedFile,
+    as_object_storage_path,
+    checksum_of,
+    write_atomically,
+)
+
+
+def test_lands_a_stream_and_describes_it(tmp_path):
+    chunks = [b'{"a": 1}\n{"b"', b": 2}\n", b'{"c": 3}']
+    landed = write_atomically(str(tmp_path / "deep" / "dir" / "out.jsonl"), iter(chunks))
+    data = b"".join(chunks)
+    assert (tmp_path / "deep" / "dir" / "out.jsonl").read_bytes() == data
+    assert landed == LandedFile(
+        uri=f"file://{tmp_path}/deep/dir/out.jsonl",
+        bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        lines=3,
+    )
+    assert landed.to_dict()["lines"] == 3
+
+
+@pytest.mark.parametrize(("data", "lines"), [(b"", 0), (b"\n", 1), (b"x", 1), (b"x\ny\n", 2)])
+def test_line_count(tmp_path, data, lines):
+    assert write_atomically(tmp_path / "f", [data]).lines == lines
+
+
+def test_failure_midway_leaves_the_previous_file_and_no_temp(tmp_path):
+    target = tmp_path / "out.jsonl"
+    target.write_bytes(b"old\n")
+
+    def broken():
+        yield b"new partial"
+        raise ConnectionResetError("cut")
+
+    with pytest.raises(ConnectionResetError):
+        write_atomically(target, broken())
+    assert target.read_bytes() == b"old\n"
+    assert os.listdir(tmp_path) == ["out.jsonl"]
+
+
+def test_replaces_an_existing_file(tmp_path):
+    target = tmp_path / "out.jsonl"
+    target.write_bytes(b"old\n")
+    write_atomically(target, [b"new\n"])
+    assert target.read_bytes() == b"new\n"
+
+
+def test_copy_and_delete_where_there_is_no_rename(tmp_path, monkeypatch):
+    dest = as_object_storage_path(tmp_path / "run1" / "out.jsonl")
+    fs = dest.fs
+    copied = []
+    real_copy = fs.copy
+
+    def no_rename(*args, **kwargs):
+        raise NotImplementedError
+
+    def spy_copy(src, dst, **kwargs):
+        copied.append((src, dst))
+        return real_copy(src, dst, **kwargs)
+
+    monkeypatch.setattr(fs, "mv", no_rename)
+    monkeypatch.setattr(fs, "copy", spy_copy)
+    landed = write_atomically(dest, [b"a\n", b"b\n"])
+    assert (tmp_path / "run1" / "out.jsonl").read_bytes() == b"a\nb\n"
+    assert landed.lines == 2 and len(copied) == 1 and copied[0][1] == dest.path
+    assert os.listdir(tmp_path / "run1") == ["out.jsonl"]
+
+
+def test_checksum_of_matches_what_landed(tmp_path):
+    target = tmp_path / "x.jsonl"
+    landed = write_atomically(target, [b"1\n2\n3"])
+    assert checksum_of(str(target)) == landed
+    assert checksum_of(tmp_path / "missing.jsonl") is None
+    assert checksum_of(tmp_path) is None
+
+
+def test_as_object_storage_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    local = as_object_storage_path("rel/out.jsonl")
+    assert local.protocol == "file" and local.path == f"{tmp_path}/rel/out.jsonl"
+    s3 = as_object_storage_path("s3://aws_x@bucket/key/out.jsonl")
+    assert (s3.protocol, s3.conn_id, s3.bucket, s3.key) == ("s3", "aws_x", "bucket", "key/out.jsonl")
+    assert as_object_storage_path(s3) is s3
