@@ -17,7 +17,12 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow.sdk import BaseOperator, conf
+from airflow.sdk import BaseOperator
+
+try:
+    from airflow.sdk import conf
+except ImportError:  # Airflow < 3.2
+    from airflow.configuration import conf  # type: ignore[no-redef,assignment]
 
 from airflow_batch_provider.batch_file import (
     ShardInfo,

@@ -10,7 +10,11 @@ import json
 import time
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
+
+try:
+    from airflow.sdk.exceptions import TaskDeferred
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import TaskDeferred  # type: ignore[no-redef]
 
 from airflow_batch_provider.exceptions import BatchAuthError, BatchFailedError, BatchProviderError
 from airflow_batch_provider.operators.submit import MANIFEST_XCOM_KEY, OpenAIBatchSubmitOperator
