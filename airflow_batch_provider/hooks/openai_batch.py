@@ -13,6 +13,7 @@ import contextlib
 import io
 import os
 import random
+import re
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["OpenAIBatchHook", "close_async_clients"]
 
 _MAX_RETRY_AFTER = 60.0
+_CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-")
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -109,6 +111,17 @@ def _retry_delay(err: BaseException, attempt: int) -> float:
 def _metadata_matches(batch: Batch, wanted: Mapping[str, str]) -> bool:
     have = batch.metadata or {}
     return all(have.get(key) == value for key, value in wanted.items())
+
+
+def _bytes_to_skip(received: int, status: int, content_range: str | None) -> int:
+    """How much of a resumed response repeats bytes already received (-1: it starts too late)."""
+    if not received:
+        return 0
+    if status != 206:
+        return received  # Range ignored: the whole file again
+    match = _CONTENT_RANGE.match(content_range or "")
+    start = int(match.group(1)) if match else received
+    return received - start if start <= received else -1
 
 
 def _cancel_is_moot(batch: Batch) -> bool:
@@ -362,7 +375,12 @@ class OpenAIBatchHook(BaseHook):
             try:
                 with self._errors(f"Downloading file {file_id}"):
                     with client.files.with_streaming_response.content(file_id, extra_headers=headers) as resp:
-                        skip = received if received and resp.status_code != 206 else 0
+                        skip = _bytes_to_skip(received, resp.status_code, resp.headers.get("content-range"))
+                        if skip < 0:
+                            raise TransferError(
+                                f"Downloading file {file_id}: asked to resume at byte {received}, the "
+                                f"service answered {resp.headers.get('content-range')!r}. Retry the task."
+                            )
                         # Chunks as they arrive: a cut loses nothing already received.
                         for chunk in resp.iter_bytes():
                             if skip:

@@ -74,6 +74,10 @@ def test_round_trip_to_a_local_path(emulator_conn_id, batch_emulator, tmp_path):
     assert url == batch_emulator.batch_page_url(batch.id)
     assert httpx.get(url).status_code == 200
 
+    with pytest.raises(BatchNotFoundError, match="file-nope"):
+        hook.download_file("file-nope", tmp_path / "b" / "missing.jsonl")
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["output.jsonl"]
+
     hook.delete_file(batch.input_file_id)
     hook.delete_file(batch.input_file_id)  # already gone: fine
     with pytest.raises(BatchNotFoundError):

@@ -226,7 +226,11 @@ def test_test_connection_reports_without_the_key(hook_for):
 CONTENT = b"".join(b'{"custom_id": "r-%05d", "response": {"status_code": 200}}\n' % i for i in range(4000))
 
 
-def content_server(*, cuts: int, honour_range: bool, content: bytes = CONTENT) -> ScriptedServer:
+def content_server(
+    *, cuts: int, honour_range: bool, content: bytes = CONTENT, block: int = 1
+) -> ScriptedServer:
+    """Serves ``content``, cutting the first ``cuts`` responses a third of the way in; with
+    ``honour_range`` a ``Range`` gets a 206 starting at the asked offset rounded down to ``block``."""
     state = {"cuts": cuts}
 
     def route(request: Request) -> Reply:
@@ -236,6 +240,7 @@ def content_server(*, cuts: int, honour_range: bool, content: bytes = CONTENT) -
         range_header = request.headers.get("range")
         if range_header and honour_range:
             start = int(range_header.removeprefix("bytes=").rstrip("-"))
+            start -= start % block
         body = content[start:]
         status = 206 if start else 200
         headers = {"Content-Range": f"bytes {start}-{len(content) - 1}/{len(content)}"} if start else {}
@@ -247,9 +252,9 @@ def content_server(*, cuts: int, honour_range: bool, content: bytes = CONTENT) -
     return ScriptedServer(route)
 
 
-@pytest.mark.parametrize("honour_range", [True, False])
-def test_download_resumes_after_cuts(hook_for, tmp_path, honour_range):
-    with content_server(cuts=2, honour_range=honour_range) as server:
+@pytest.mark.parametrize(("honour_range", "block"), [(True, 1), (True, 4096), (False, 1)])
+def test_download_resumes_after_cuts(hook_for, tmp_path, honour_range, block):
+    with content_server(cuts=2, honour_range=honour_range, block=block) as server:
         landed = hook_for(server).download_file("file-out", tmp_path / "out" / "output.jsonl")
     target = tmp_path / "out" / "output.jsonl"
     assert target.read_bytes() == CONTENT
