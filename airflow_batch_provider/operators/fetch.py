@@ -166,6 +166,10 @@ class OpenAIBatchFetchOperator(BaseOperator):
             return OperatorLineage()
         return fetch_lineage(self._manifest)
 
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
+        """After a failed reconciliation the landed files and the manifest are there: say so."""
+        return self.get_openlineage_facets_on_complete(task_instance)
+
     # ---- the loop: land, join, maybe resubmit ------------------------------------------
 
     def _run(
@@ -481,7 +485,14 @@ class OpenAIBatchFetchOperator(BaseOperator):
             manifest = self._write_manifest(
                 context, state, report, results, used_uri, status="failed", error=str(err)
             )
+            self._manifest = manifest
             raise ReconciliationError(f"{err} Manifest: {manifest['manifest_uri']}") from None
+        if report.total and not report.succeeded:
+            self.log.warning(
+                "None of the %d requests succeeded (see the errors in results.jsonl); set "
+                "min_success_ratio to fail the task in that case.",
+                report.total,
+            )
         manifest = self._write_manifest(context, state, report, results, used_uri, status="complete")
         self._manifest = manifest
         named = emit_asset_events(context, self.outlets, asset_extra(manifest))

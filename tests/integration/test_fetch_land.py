@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from airflow_batch_provider.exceptions import ReconciliationError, TransferError
+from airflow_batch_provider.exceptions import BatchFileError, ReconciliationError, TransferError
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
 from airflow_batch_provider.operators.fetch import OpenAIBatchFetchOperator
 from tests.integration._fetch_support import (
@@ -230,3 +230,44 @@ def _s3_client() -> Any:
         aws_secret_access_key="testing",
         region_name="us-east-1",
     )
+
+
+def test_joins_a_sharded_submit_manifest_with_its_input_uri(emulator_conn_id: str, tmp_path: Path) -> None:
+    """Three shards of one input file (with a blank line): results come back in input order,
+    each judged by its own shard's batch; a changed input file is refused, not mis-joined."""
+    hook = OpenAIBatchHook(conn_id=emulator_conn_id)
+    lines = request_lines(5, special={3: REJECT})
+    input_path = tmp_path / "input.jsonl"
+    input_path.write_bytes(lines[0] + lines[1] + b"\n" + b"".join(lines[2:]))  # physical line 3 is blank
+    shard_rows = [(0, 1, [lines[0], lines[1]]), (1, 4, [lines[2], lines[3]]), (2, 6, [lines[4]])]
+    shards, batch_ids = [], []
+    for index, start, part in reversed(shard_rows):  # the manifest's order is the shard index, not the list's
+        batch = submit_batch(hook, part)
+        batch_ids.append(batch.id)
+        shards.append(
+            {"index": index, "start_line": start, "line_count": len(part), "byte_count": len(b"".join(part)),
+             "batch_id": batch.id, "input_file_id": batch.input_file_id}
+        )  # fmt: skip
+    manifest = {
+        "conn_id": emulator_conn_id, "endpoint": "/v1/chat/completions", "model": "gpt-4o-mini",
+        "fingerprint": "0" * 16, "identity": None, "input_uri": f"file://{input_path}",
+        "batch_ids": batch_ids, "input_file_ids": [s["input_file_id"] for s in shards], "shards": shards,
+    }  # fmt: skip
+
+    def make(dest: Path) -> Any:
+        return lambda: OpenAIBatchFetchOperator(task_id="fetch", batches=manifest, destination=str(dest))
+
+    xcom = run_operator(make(tmp_path / "out"), make_context())
+    results = read_jsonl(tmp_path / "out" / "results.jsonl")
+    assert [r["custom_id"] for r in results] == [f"q-{i:03d}" for i in range(5)]
+    by_index = {s["index"]: s["batch_id"] for s in shards}
+    assert [r["batch_id"] for r in results] == [by_index[0]] * 2 + [by_index[1]] * 2 + [by_index[2]]
+    assert [r["status"] for r in results].count("succeeded") == 4 and results[3]["status"] == "failed"
+    stored = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert stored["input"]["uri"] == f"file://{input_path}" and stored["input"]["fingerprint"] == "0" * 16
+    assert stored["conn_id"] == emulator_conn_id and xcom["total"] == 5  # the manifest's connection was used
+
+    # The file changed since submit (a request removed): refuse instead of joining wrongly.
+    input_path.write_bytes(lines[0] + b"\n" + b"".join(lines[2:]))
+    with pytest.raises(BatchFileError, match="input_uri changed since the batches were submitted"):
+        run_operator(make(tmp_path / "out2"), make_context())
