@@ -36,6 +36,14 @@ test-oldest:
 demo: venv
 	$(BIN)/python -m airflow_batch_provider.demo
 
+# A full local Airflow (api-server, scheduler, dag-processor, triggerer) with the emulator and
+# the example DAGs, in the background: UI at http://localhost:8080, pids in .demo/, `make stop` ends it.
+airflow: venv
+	$(BIN)/python -m airflow_batch_provider.devstack start
+
+stop:
+	if [ -x $(BIN)/python ]; then $(BIN)/python -m airflow_batch_provider.devstack stop; fi
+
 bench: venv
 	for f in tests/benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
 

@@ -37,7 +37,9 @@ def history_rows(past: Iterable[Mapping[str, Any]], current: Mapping[str, Any]) 
 def chart(scores: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> str:
     """The SVG chart of a run: categories of ``scores`` and the ``history`` rows."""
     categories = [(c["category"], c["exact_accuracy"], c["contains_accuracy"]) for c in scores["categories"]]
-    runs = [(r["finished_at"][:10] or r["run_id"], r["exact"], r["contains"]) for r in history]
+    # "MM-DD HH:MM": several runs a day stay apart.
+    runs = [(r["finished_at"][5:16].replace("T", " ") or r["run_id"], r["exact"], r["contains"])
+            for r in history]
     return accuracy_chart(categories, runs)
 
 

@@ -6,6 +6,7 @@ markdown preview. Values are fractions in 0..1.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from html import escape
 
@@ -24,7 +25,7 @@ def _axes(top: float, title: str) -> list[str]:
     """Frame, title and the 0..100 % grid of a panel whose top edge is at ``top``."""
     x0, x1 = _LEFT, _W - _RIGHT
     y0, y1 = top + _TOP, top + _H - _BOTTOM
-    out = [_text(_W / 2, top + 22, title, size=15, extra=' font-weight="bold"')]
+    out = [_text(x0, top + 22, title, size=15, anchor="start", extra=' font-weight="bold"')]
     for pct in range(0, 101, 25):
         y = y1 - (y1 - y0) * pct / 100
         out.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x1}" y2="{y:.1f}" stroke="#ddd"/>')
@@ -61,7 +62,8 @@ def _bars(top: float, categories: Sequence[tuple[str, float, float]]) -> list[st
 
 
 def _lines(top: float, history: Sequence[tuple[str, float, float]]) -> list[str]:
-    out = _axes(top, f"Overall accuracy across runs (last {len(history)})")
+    runs = f"{len(history)} run" + ("s" if len(history) != 1 else "")
+    out = _axes(top, f"Overall accuracy across runs (last {runs})") + _legend(top)
     x0, x1 = _LEFT, _W - _RIGHT
     y1, height = top + _H - _BOTTOM, _H - _TOP - _BOTTOM
     step = (x1 - x0) / max(len(history), 1)
@@ -75,10 +77,13 @@ def _lines(top: float, history: Sequence[tuple[str, float, float]]) -> list[str]
         for (x, y), run in zip(points, history, strict=True):
             out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colour}">'
                        f"<title>{escape(run[0])}: {float(run[column]):.0%}</title></circle>")
-    every = max(1, len(history) // 8)  # at most ~8 labels
-    for i, (x, run) in enumerate(zip(xs, history, strict=True)):
-        if i % every == 0 or i == len(history) - 1:
-            out.append(_text(x, y1 + 18, run[0][:16], size=10))
+    # Labels about 80 px apart at most; the newest run always gets one.
+    every = max(1, math.ceil(80 / step))
+    shown = list(range(0, len(history), every))
+    if shown and shown[-1] != len(history) - 1:
+        shown[-1 if len(history) - 1 - shown[-1] < every else len(shown):] = [len(history) - 1]
+    for i in shown:
+        out.append(_text(xs[i], y1 + 18, history[i][0][:16], size=10))
     return out
 
 
