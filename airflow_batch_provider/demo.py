@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
@@ -226,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     # After importing Airflow (it sets warning filters): Airflow 3.3 reads .airflowignore with a
     # pathspec class that newer pathspec versions deprecate; not something a demo user can fix.
     warnings.filterwarnings("ignore", message="GitWildMatchPattern", category=DeprecationWarning)
+    # dag.test() warns "No tasks to run" while a skip propagates through its loop: not a problem.
+    logging.getLogger("airflow.sdk.definitions.dag").setLevel(logging.ERROR)
 
     with emulator(root, args.profile) as handle:
         name, value = handle.connection_env("openai_default")
