@@ -21,7 +21,7 @@ from airflow.sdk import Asset, Param, dag, task
 
 try:
     from airflow.sdk.exceptions import AirflowSkipException
-except ImportError:  # Airflow 3.1 has it only here
+except ImportError:  # Airflow 3.1: only in airflow.exceptions
     from airflow.exceptions import AirflowSkipException
 
 from airflow_batch_provider.batch_file import EmbeddingTemplate
