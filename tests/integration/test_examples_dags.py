@@ -8,6 +8,7 @@ here is recomputed from the shipped data, not copied from a previous run.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -71,6 +72,18 @@ class Examples:
     docs: Path
     env: Any
 
+    @staticmethod
+    def parse() -> dict[str, Any]:
+        """Parse dags_examples/ with the current environment."""
+        try:
+            from airflow.dag_processing.dagbag import DagBag
+        except ImportError:  # Airflow < 3.2
+            from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+
+        bag = DagBag(dag_folder=str(EXAMPLES))
+        assert bag.import_errors == {}
+        return bag.dags
+
     def run(self, dag_id: str, **conf: Any) -> Any:
         return self.env.run(self.dags[dag_id]) if not conf else self.dags[dag_id].test(run_conf=conf)
 
@@ -91,11 +104,6 @@ def results_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def examples(dag_env, results_root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Examples:
     from airflow import settings
 
-    try:
-        from airflow.dag_processing.dagbag import DagBag
-    except ImportError:  # Airflow < 3.2
-        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
-
     out, docs = results_root, tmp_path / "documents"
     shutil.copytree(DATA / "documents", docs)
     # dag.test() syncs the dags-folder bundle (settings.DAGS_FOLDER) to the DB before running.
@@ -106,9 +114,7 @@ def examples(dag_env, results_root: Path, monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.delenv("BATCH_DEMO_STORAGE_CONN_ID", raising=False)
     monkeypatch.setenv("BATCH_DEMO_POLL_INTERVAL", "0.1")
     monkeypatch.syspath_prepend(str(EXAMPLES))
-    bag = DagBag(dag_folder=str(EXAMPLES))
-    assert bag.import_errors == {}
-    return Examples(dags=bag.dags, out=out, docs=docs, env=dag_env)
+    return Examples(dags=Examples.parse(), out=out, docs=docs, env=dag_env)
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -168,6 +174,31 @@ def test_nightly_eval_scores_the_fake_models_answers(examples: Examples) -> None
     svg2 = ET.fromstring((second / "accuracy.svg").read_text())
     assert len([e for e in svg2.iter() if e.tag.endswith("circle")]) == 4
     assert f"| {dr.run_id} |" in (second / "report.md").read_text()
+
+
+def test_nightly_eval_on_s3_with_a_storage_connection(examples: Examples, aws_test_bucket: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docker stack's setting: results on s3:// through BATCH_DEMO_STORAGE_CONN_ID."""
+    import boto3
+    from _lib.storage import slug
+
+    monkeypatch.setenv("BATCH_DEMO_DESTINATION", f"s3://{aws_test_bucket}/evals/")
+    monkeypatch.setenv("BATCH_DEMO_STORAGE_CONN_ID", "aws_test")
+    dag = examples.parse()["nightly_eval"]  # the destination is read when the file is parsed
+    runs = [dag.test(), dag.test()]
+    for dr in runs:
+        assert dr.state == "success", examples.env.states(dr)
+
+    conn = json.loads(os.environ["AIRFLOW_CONN_AWS_TEST"])
+    s3 = boto3.client("s3", endpoint_url=conn["extra"]["endpoint_url"], aws_access_key_id="testing",
+                      aws_secret_access_key="testing", region_name="us-east-1")
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=aws_test_bucket)["Contents"]}
+    for dr in runs:
+        folder = f"evals/nightly_eval/{slug(dr.run_id)}"
+        assert {f"{folder}/{name}" for name in ("results.jsonl", "manifest.json", "scores.json",
+                                                 "report.md", "accuracy.svg")} <= keys
+    report = s3.get_object(Bucket=aws_test_bucket, Key=f"evals/nightly_eval/{slug(runs[1].run_id)}/report.md")
+    assert f"| {runs[0].run_id} |" in report["Body"].read().decode()  # history read back from S3
 
 
 # ---- embedding_refresh and embedding_search ---------------------------------------------
