@@ -1,0 +1,392 @@
+"""One shared, coalescing batch poller per (connection, event loop).
+
+Every deferred task of a deployment shares the triggerer's event loop, so the
+cost of a poll is paid by everyone. Each HTTP request through the SDK costs
+about a millisecond of CPU; ten thousand waits polling every few seconds would
+saturate the loop and the service's rate limit. Triggers therefore ask this
+poller for a batch's state, and the poller:
+
+- answers from a short-lived cache when another request saw the batch recently
+  enough (``max_age``: the caller decides how stale it accepts);
+- joins concurrent requests for the same id (one request in flight per id);
+- serves many ids with one ``GET /v1/batches?after=<cursor>&limit=100`` page:
+  list order (newest first) never changes for existing batches, so once a page
+  has shown which batch precedes which, a known predecessor is a cursor that
+  returns that batch and its 99 neighbours;
+- discovers that order by walking pages from the head and from cursors spread
+  over the unknown ids, in parallel lanes, within a page budget;
+- falls back to ``retrieve`` (the hook's ``aget_batch``) for anything a page did
+  not show, and for small sets; that call is also the authority on errors (a
+  batch missing from a page is not "not found" until retrieve says 404);
+- bounds requests in flight, and runs CPU-heavy steps (building a request,
+  parsing a page, waking waiters) a few per loop iteration, so that no burst of
+  responses stalls the loop.
+
+A page refused with 401/403/429 hands that error to the ids it should have
+shown (a retrieve each would only multiply the load); a 5xx or network error
+falls back to retrieve. A service without the list endpoint (or rejecting a
+cursor) turns paging off for that poller: one retrieve per id, as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import random
+import time
+import weakref
+from collections import Counter
+from collections.abc import Awaitable, Iterable
+from typing import Any
+
+from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 100
+MIN_PAGED = 5  # fewer unknown ids than this: retrieve them one by one
+MAX_LANES = 16
+MAX_IN_FLIGHT = 32
+COALESCE_DELAY = 0.01  # seconds to gather concurrent requests into one flush
+WAKE_CHUNK = 25  # waiters woken per loop iteration
+REDISCOVER = 300.0  # seconds before ids a discovery missed may send another walk looking for them
+PAGE_ERROR_TTL = 30.0  # seconds a refused (401/403/429) page answers for the ids it should have shown
+_HEAD = object()  # "no predecessor": the batch was first in the list
+
+_registry: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, BatchPoller]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_poller(conn_id: str) -> BatchPoller:
+    """Return the poller of ``conn_id`` for the running event loop (created on first use)."""
+    loop = asyncio.get_running_loop()
+    pollers = _registry.setdefault(loop, {})
+    poller = pollers.get(conn_id)
+    if poller is None:
+        poller = pollers[conn_id] = BatchPoller(conn_id)
+    return poller
+
+
+def _release(poller: BatchPoller) -> None:
+    try:
+        pollers = _registry.get(asyncio.get_running_loop(), {})
+    except RuntimeError:
+        return
+    if pollers.get(poller.conn_id) is poller:
+        del pollers[poller.conn_id]
+
+
+class BatchPoller:
+    """Fetch batch states for many triggers with as few requests as possible.
+
+    :param conn_id: Airflow connection id; the client is the hook's shared ``AsyncOpenAI``.
+    """
+
+    def __init__(self, conn_id: str) -> None:
+        self.conn_id = conn_id
+        self._hook: OpenAIBatchHook | None = None
+        self._watched: Counter[str] = Counter()
+        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._pending: set[str] = set()
+        self._flush_scheduled = False
+        self._pred: dict[str, Any] = {}  # id -> id listed just before it, or _HEAD
+        self._succ: dict[str, str] = {}
+        self._unseen: set[str] = set()  # watched ids no page has shown yet
+        self._unfindable: dict[str, float] = {}  # id -> when a discovery last missed it
+        self._discovery: asyncio.Task[None] | None = None
+        self._covering: dict[str, asyncio.Task[Any]] = {}  # id -> page in flight that will show it
+        self._page_error: tuple[float, BaseException] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sem = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._gate = asyncio.Lock()
+        self.paging = True
+        self.stats: Counter[str] = Counter()
+
+    # -- registration ------------------------------------------------------------------------
+
+    def watch(self, batch_ids: Iterable[str]) -> None:
+        """Declare interest in ids (lets pages cache them and discovery look for them)."""
+        for bid in batch_ids:
+            self._watched[bid] += 1
+            if bid not in self._pred and bid not in self._unfindable:
+                self._unseen.add(bid)
+
+    def unwatch(self, batch_ids: Iterable[str]) -> None:
+        """Drop interest; forgets cached state and, when nobody watches, the poller itself."""
+        for bid in batch_ids:
+            self._watched[bid] -= 1
+            if self._watched[bid] <= 0:
+                del self._watched[bid]
+                self._cache.pop(bid, None)
+                self._unseen.discard(bid)
+                self._unfindable.pop(bid, None)
+        if not self._watched:
+            _release(self)
+        elif len(self._pred) > 4 * len(self._watched) + 10_000:
+            self._pred = {k: v for k, v in self._pred.items() if k in self._watched}
+            self._succ = {k: v for k, v in self._succ.items() if k in self._watched}
+
+    # -- the one entry point -----------------------------------------------------------------
+
+    async def get(self, batch_id: str, max_age: float = 0.0) -> dict[str, Any]:
+        """Return the batch as a dict, observed at most ``max_age`` seconds ago.
+
+        :raises Exception: whatever retrieving this id raised (SDK or hook errors).
+        """
+        hit = self._cache.get(batch_id)
+        if hit is not None and time.monotonic() - hit[0] <= max_age:
+            self.stats["cache_hits"] += 1
+            return hit[1]
+        fut = self._inflight.get(batch_id)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            fut.add_done_callback(_consume)
+            self._inflight[batch_id] = fut
+            self._pending.add(batch_id)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_later(COALESCE_DELAY, self._start_flush)
+        # shield: a cancelled trigger must not cancel a request other triggers wait for
+        return await asyncio.shield(fut)
+
+    # -- flushing ----------------------------------------------------------------------------
+
+    def _start_flush(self) -> None:
+        self._flush_scheduled = False
+        targets, self._pending = self._pending, set()
+        if targets:
+            self._spawn(self._flush(targets))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _flush(self, targets: set[str]) -> None:
+        try:
+            steps: list[Awaitable[Any]] = []
+            if self.paging:
+                known = [t for t in targets if t in self._pred]
+                now = time.monotonic()
+                unknown = [
+                    t
+                    for t in targets
+                    if t not in self._pred and now - self._unfindable.get(t, -1e9) > REDISCOVER
+                ]
+                if len(known) >= 2:
+                    steps.append(self._exact_pages(known))
+                if len(unknown) >= MIN_PAGED:
+                    if self._discovery is None or self._discovery.done():
+                        self._discovery = self._spawn(self._discover())
+                    steps.append(asyncio.shield(self._discovery))
+                if steps:
+                    await asyncio.gather(*steps, return_exceptions=True)
+            left = [t for t in targets if t in self._inflight and not self._inflight[t].done()]
+            error = self._page_error
+            if left and error is not None and time.monotonic() - error[0] < PAGE_ERROR_TTL:
+                for t in left:
+                    fut = self._inflight.pop(t, None)
+                    if fut is not None and not fut.done():
+                        fut.set_exception(error[1])
+                return
+            await asyncio.gather(*(self._retrieve(t) for t in left))
+        except BaseException as exc:  # never leave a waiter hanging
+            for t in targets:
+                fut = self._inflight.pop(t, None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _retrieve(self, batch_id: str) -> None:
+        fut = self._inflight.get(batch_id)
+        try:
+            async with self._sem:
+                self.stats["retrieves"] += 1
+                hook = await self._get_hook()
+                await self._turn()
+                batch = await hook.aget_batch(batch_id)
+            raw = batch.model_dump() if hasattr(batch, "model_dump") else dict(batch)
+        except Exception as exc:
+            if self._inflight.get(batch_id) is fut:
+                self._inflight.pop(batch_id, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
+            return
+        self._store(raw, resolve=True)
+
+    def _store(self, raw: dict[str, Any], *, resolve: bool) -> None:
+        """Cache a batch seen in a response (if watched); resolve its waiter if asked."""
+        if raw["id"] in self._watched:
+            self._cache[raw["id"]] = (time.monotonic(), raw)
+        if resolve:
+            self._resolve(raw)
+
+    def _resolve(self, raw: dict[str, Any]) -> bool:
+        """Hand a batch to whoever waits for it; True if someone did."""
+        fut = self._inflight.pop(raw["id"], None)
+        if fut is not None and not fut.done():
+            fut.set_result(raw)
+            return True
+        return False
+
+    async def _turn(self) -> None:
+        """Wait for a loop iteration of our own before a CPU-heavy step (building a request
+        through the SDK, parsing a page): such steps then run one per iteration instead of
+        dozens back to back when responses arrive together, which would stall the loop."""
+        async with self._gate:
+            await asyncio.sleep(0)
+
+    # -- paging ------------------------------------------------------------------------------
+
+    async def _page(self, cursor: Any) -> tuple[list[dict[str, Any]], bool, int] | None:
+        """Fetch one list page after ``cursor`` (``_HEAD``: the first page).
+
+        :return: the batches, whether more follow, how many no page had shown before;
+            None if the page could not be had.
+        """
+        if not self.paging:
+            return None
+        try:
+            client = await (await self._get_hook()).get_async_conn()
+            async with self._sem:
+                self.stats["pages"] += 1
+                kwargs: dict[str, Any] = {"limit": PAGE_SIZE}
+                if cursor is not _HEAD:
+                    kwargs["after"] = cursor
+                await self._turn()
+                raw = await client.batches.with_raw_response.list(**kwargs)
+            await self._turn()
+            body = raw.http_response.json()
+            data = body["data"]
+            more = bool(body.get("has_more"))
+        except Exception as exc:
+            status = getattr(exc, "status_code", None)
+            if status in (400, 404, 405, 501) or isinstance(exc, (KeyError, TypeError, ValueError)):
+                if self.paging:
+                    log.warning(
+                        "Listing batches on connection %r is not usable (%s); polling each batch "
+                        "individually from now on.",
+                        self.conn_id,
+                        status or type(exc).__name__,
+                    )
+                self.paging = False
+            elif status in (401, 403, 429):
+                # Refused or rate limited: the waiters get this error rather than a retrieve
+                # each, which would multiply the load on a service already refusing it.
+                self._page_error = (time.monotonic(), exc)
+            return None  # 5xx or network: the waiters are retrieved one by one
+        self._page_error = None
+        prev = cursor
+        fresh = 0
+        for item in data:
+            bid = item["id"]
+            fresh += bid not in self._pred
+            self._pred[bid] = prev
+            if prev is not _HEAD:
+                self._succ[prev] = bid
+            prev = bid
+            self._unseen.discard(bid)
+            self._store(item, resolve=False)
+        # Wake waiters a few at a time: a page can answer a hundred triggers, and waking
+        # them all in one loop iteration would be a stall of its own.
+        woken = 0
+        for item in data:
+            if self._resolve(item):
+                woken += 1
+                if woken % WAKE_CHUNK == 0:
+                    await asyncio.sleep(0)
+        return data, more, fresh
+
+    async def _exact_pages(self, known: list[str]) -> None:
+        """Refresh ids whose predecessor is known with as few cursor pages as possible.
+
+        A page already on its way that will show an id serves it: no second page is planned.
+        """
+        waits = {self._covering[t] for t in known if t in self._covering}
+        wanted = {t for t in known if t not in self._covering}
+        planned: set[str] = set()
+        for t in known:
+            if t not in wanted or t in planned:
+                continue
+            start = t  # walk back to the first wanted id of this run
+            for _ in range(PAGE_SIZE - 1):
+                p = self._pred.get(start)
+                if p is _HEAD or p not in wanted or p in planned:
+                    break
+                start = p
+            shown: list[str] = []  # what the page will show, as far as we know the order
+            x: str | None = start
+            while x is not None and len(shown) < PAGE_SIZE:
+                shown.append(x)
+                x = self._succ.get(x)
+            planned.update(shown)
+            task = self._spawn(self._page(self._pred[start]))
+            for bid in shown:
+                self._covering[bid] = task
+            task.add_done_callback(functools.partial(self._uncover, ids=shown))
+            waits.add(task)
+            self.stats["exact_pages_planned"] += 1
+        if waits:
+            await asyncio.gather(*(asyncio.shield(w) for w in waits), return_exceptions=True)
+
+    def _uncover(self, task: asyncio.Future[Any], ids: list[str]) -> None:
+        for bid in ids:
+            if self._covering.get(bid) is task:
+                del self._covering[bid]
+
+    async def _discover(self) -> None:
+        """Walk the list in parallel lanes until every watched id has been seen (or budget)."""
+        unseen_at_start = len(self._unseen)
+        if not unseen_at_start:
+            return
+        lanes = max(1, min(MAX_LANES, math.ceil(unseen_at_start / PAGE_SIZE / 4)))
+        budget = [2 * math.ceil(unseen_at_start / PAGE_SIZE) + 2 * lanes]
+        busy: set[Any] = set()
+
+        async def lane(cursor: Any) -> None:
+            while budget[0] > 0 and self._unseen and self.paging:
+                budget[0] -= 1
+                busy.add(cursor)
+                result = await self._page(cursor)
+                busy.discard(cursor)
+                if result is None:
+                    return
+                data, more, fresh = result
+                # Walk on while this stretch is new and nobody has shown what follows it
+                # (two lanes side by side would otherwise fetch everything twice).
+                if more and data and fresh and data[-1]["id"] not in self._succ:
+                    cursor = data[-1]["id"]
+                    continue
+                candidates = [u for u in self._unseen if u not in busy]
+                if not candidates:
+                    return
+                cursor = random.choice(candidates)  # jump to an id nobody has shown yet
+
+        starts: list[Any] = [_HEAD]
+        pool = list(self._unseen)
+        starts += random.sample(pool, min(lanes - 1, len(pool)))
+        self.stats["discoveries"] += 1
+        await asyncio.gather(*(lane(c) for c in starts))
+        # Ids no lane could find (older than the walk reached, or not listed at all) are
+        # retrieved one by one for a while rather than sending every flush on a new walk.
+        now = time.monotonic()
+        for bid in set(pool) & self._unseen:
+            self._unfindable[bid] = now
+            self._unseen.discard(bid)
+
+    async def _get_hook(self) -> OpenAIBatchHook:
+        if self._hook is None:
+            self._hook = OpenAIBatchHook(conn_id=self.conn_id)
+        return self._hook
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    # An exception nobody awaited any more (its trigger was cancelled) is not worth a warning.
+    if not fut.cancelled():
+        fut.exception()

@@ -1,0 +1,496 @@
+"""How many deferred batch waits can one triggerer event loop carry?
+
+Runs N ``OpenAIBatchTrigger`` instances in ONE asyncio event loop against a
+small OpenAI-compatible Batch server (separate process, 50 ms latency per
+request, every batch completes ``--complete-after`` seconds after it was
+created, request counts rising linearly until then), poll interval 1 s, and
+prints, per implementation:
+
+- seconds until every trigger fired (from the moment the batches were created),
+- the worst event-loop stall (a 5 ms ticker's largest lateness),
+- RSS growth per trigger (peak RSS during the run minus RSS before the triggers
+  started, divided by N),
+- HTTP requests the server saw.
+
+Side by side, in the same run, with the official provider's
+``airflow.providers.openai.triggers.openai.OpenAIBatchTrigger`` and common.ai's
+``LLMBatchTrigger``, each given an Airflow connection (``AIRFLOW_CONN_...``)
+pointing at the same server. Each implementation runs in a fresh child process,
+so RSS and loop figures do not bleed into each other. The peers are slow (they
+block the loop or hop through a small thread pool), so they run at ``--peer-n``.
+
+    .venv/bin/python tests/benchmarks/trigger_scale.py                 # N=1000, 10000; peers 200
+    .venv/bin/python tests/benchmarks/trigger_scale.py --n 1000 --peer-n 1000 --peers all
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+API_KEY = "sk-bench-not-a-secret"
+TARGETS = {1000: (5.0, 0.050, 50.0), 10_000: (15.0, None, None)}  # n: (fired s, stall s, KB/trigger)
+
+# --------------------------------------------------------------------------------------------------
+# The server: a minimal asyncio HTTP/1.1 Batch API (retrieve, list with cursors, cancel).
+# --------------------------------------------------------------------------------------------------
+
+
+class BatchServer:
+    """Just enough of the Batch API for polling, with fixed latency and a completion clock."""
+
+    def __init__(self, latency: float) -> None:
+        self.latency = latency
+        self.batches: dict[str, dict[str, Any]] = {}  # insertion order = creation order
+        self.order: list[str] = []  # newest first, as the API lists them
+        self.index: dict[str, int] = {}
+        self.stats: dict[str, int] = {"retrieve": 0, "list": 0, "cancel": 0, "other": 0}
+        self.generation = 0
+
+    def create(self, n: int, complete_after: float, total: int = 100) -> list[str]:
+        self.generation += 1
+        now = time.time()
+        ids = []
+        for i in range(n):
+            bid = f"batch_g{self.generation}_{i:06d}"
+            self.batches[bid] = {"start": now, "complete_after": complete_after, "total": total}
+            ids.append(bid)
+        self.order = list(reversed(list(self.batches)))
+        self.index = {bid: i for i, bid in enumerate(self.order)}
+        return ids
+
+    def view(self, bid: str) -> dict[str, Any]:
+        b = self.batches[bid]
+        now = time.time()
+        elapsed = now - b["start"]
+        total = b["total"]
+        status = "in_progress"
+        done = min(total, int(total * elapsed / b["complete_after"])) if b["complete_after"] > 0 else total
+        stamps: dict[str, Any] = {"in_progress_at": int(b["start"])}
+        if b.get("cancelled_at"):
+            status = "cancelled"
+            stamps["cancelled_at"] = int(b["cancelled_at"])
+        elif elapsed >= b["complete_after"]:
+            status, done = "completed", total
+            stamps["completed_at"] = int(b["start"] + b["complete_after"])
+        return {
+            "id": bid,
+            "object": "batch",
+            "endpoint": "/v1/chat/completions",
+            "model": "gpt-4o-mini",
+            "input_file_id": f"file-in-{bid}",
+            "completion_window": "24h",
+            "status": status,
+            "created_at": int(b["start"]),
+            "output_file_id": f"file-out-{bid}" if status == "completed" else None,
+            "error_file_id": None,
+            "errors": None,
+            "request_counts": {"total": total, "completed": done, "failed": 0},
+            "metadata": {"bench": "trigger_scale"},
+            **stamps,
+        }
+
+    async def route(self, method: str, target: str, body: bytes) -> tuple[int, Any]:
+        url = urlsplit(target)
+        path = url.path
+        if path.startswith("/v1/batches"):
+            rest = path[len("/v1/batches") :].strip("/")
+            if method == "GET" and not rest:
+                self.stats["list"] += 1
+                q = parse_qs(url.query)
+                limit = max(1, min(100, int(q.get("limit", ["20"])[0])))
+                start = 0
+                if "after" in q:
+                    after = q["after"][0]
+                    if after not in self.index:
+                        return 404, _error(f"No batch found with id '{after}'.", "not_found")
+                    start = self.index[after] + 1
+                ids = self.order[start : start + limit]
+                data = [self.view(b) for b in ids]
+                return 200, {
+                    "object": "list",
+                    "data": data,
+                    "first_id": ids[0] if ids else None,
+                    "last_id": ids[-1] if ids else None,
+                    "has_more": start + limit < len(self.order),
+                }
+            parts = rest.split("/")
+            bid = parts[0]
+            if bid not in self.batches:
+                return 404, _error(f"No batch found with id '{bid}'.", "not_found")
+            if method == "GET" and len(parts) == 1:
+                self.stats["retrieve"] += 1
+                return 200, self.view(bid)
+            if method == "POST" and parts[1:] == ["cancel"]:
+                self.stats["cancel"] += 1
+                self.batches[bid].setdefault("cancelled_at", time.time())
+                return 200, self.view(bid)
+        if path == "/_bench/create" and method == "POST":
+            req = json.loads(body or b"{}")
+            ids = self.create(int(req["n"]), float(req["complete_after"]))
+            return 200, {"ids": ids, "created_at": time.time()}
+        if path == "/_bench/stats":
+            return 200, dict(self.stats)
+        if path == "/_bench/reset_stats" and method == "POST":
+            self.stats = dict.fromkeys(self.stats, 0)
+            return 200, {}
+        self.stats["other"] += 1
+        return 404, _error(f"Unknown route {method} {path}", "not_found")
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, target, _ = lines[0].split(" ", 2)
+                length = 0
+                for line in lines[1:]:
+                    if line[:15].lower() == "content-length:":
+                        length = int(line[15:].strip())
+                body = await reader.readexactly(length) if length else b""
+                is_bench = target.startswith("/_bench")
+                if not is_bench and self.latency:
+                    await asyncio.sleep(self.latency)
+                try:
+                    status, payload = await self.route(method, target, body)
+                except Exception as exc:  # a bug here must show, not hang the client
+                    status, payload = 500, _error(f"benchmark server error: {exc!r}", "server_error")
+                data = json.dumps(payload).encode()
+                reason = {200: "OK", 404: "Not Found"}.get(status, "Error")
+                writer.write(
+                    f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(data)}\r\nx-request-id: req_bench\r\n\r\n".encode()
+                    + data
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def _error(message: str, code: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+
+
+async def _serve(port: int, latency: float) -> None:
+    server = BatchServer(latency)
+    srv = await asyncio.start_server(server.handle, "127.0.0.1", port, backlog=8192, limit=1 << 20)
+    print(f"listening on http://127.0.0.1:{srv.sockets[0].getsockname()[1]}/v1", flush=True)
+    await srv.serve_forever()
+
+
+def _run_server(port: int, latency: float) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(_serve(port, latency))
+    except ImportError:  # pragma: no cover - uvloop is optional
+        asyncio.run(_serve(port, latency))
+
+
+def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
+    """Start the server in its own process (it must not share the measured loop); return its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", "--latency", str(latency)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        proc.kill()
+        raise RuntimeError(f"benchmark server did not start: {line!r}")
+    return proc, line.removeprefix("listening on ")
+
+
+def _http(base_url: str, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+    import urllib.request
+
+    root = base_url.removesuffix("/v1")
+    data = json.dumps(payload).encode() if payload is not None else None
+    req = urllib.request.Request(root + path, data=data, method=method)
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+# --------------------------------------------------------------------------------------------------
+# The worker: runs N triggers of one implementation in one loop, measures, prints one JSON line.
+# --------------------------------------------------------------------------------------------------
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _make_triggers(impl: str, ids: list[str], conn_id: str, poll: float, deadline: float) -> list[Any]:
+    if impl == "ours":
+        from airflow_batch_provider.triggers.openai_batch import OpenAIBatchTrigger
+
+        return [
+            OpenAIBatchTrigger(
+                conn_id=conn_id,
+                batch_ids=[bid],
+                poll_interval=poll,
+                max_poll_interval=10 * poll,
+                deadline=deadline,
+            )
+            for bid in ids
+        ]
+    if impl == "official":
+        from airflow.providers.openai.triggers.openai import OpenAIBatchTrigger as Official
+
+        return [Official(conn_id=conn_id, batch_id=bid, poll_interval=poll, end_time=deadline) for bid in ids]
+    if impl == "common_ai":
+        from airflow.providers.common.ai.triggers.llm_batch import LLMBatchTrigger
+
+        return [
+            LLMBatchTrigger(
+                llm_conn_id=conn_id,
+                adapter="openai",
+                batch_id=bid,
+                poll_interval=poll,  # type: ignore[arg-type]
+                end_time=deadline,
+                cancel_on_kill=False,
+                cancel_on_timeout=False,
+                timeout=int(deadline - time.time()),
+            )
+            for bid in ids
+        ]
+    raise ValueError(impl)
+
+
+async def _measure(impl: str, n: int, base_url: str, conn_id: str, args: argparse.Namespace) -> dict:
+    import gc
+
+    # Steady state, as in a triggerer that already runs other triggers: one trigger of this
+    # implementation runs to completion first, so one-time imports and client set-up
+    # (connection lookup, TLS context) happen outside the measured window.
+    warm = await asyncio.to_thread(_http, base_url, "POST", "/_bench/create", {"n": 1, "complete_after": 0})
+    async for _ in _make_triggers(impl, warm["ids"], conn_id, args.poll, time.time() + 60)[0].run():
+        break
+    gc.collect()
+    if not args.no_gc_freeze:
+        # A full collection of the ~200k objects Airflow leaves after import takes 0.3-0.5 s
+        # here, whoever allocates; freezing them (as Airflow does before forking workers)
+        # keeps the stall figure about the triggers. --no-gc-freeze shows it with them.
+        gc.freeze()
+    gc_pauses: list[float] = []
+    gc_start = [0.0]
+    gc_total = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_start[0] = time.perf_counter()
+        else:
+            gc_pauses.append(time.perf_counter() - gc_start[0])
+            gc_total[0] += gc_pauses[-1]
+
+    gc.callbacks.append(on_gc)
+    rss0 = _rss()
+    peak = rss0
+    max_lag = max_lag_no_gc = 0.0
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal max_lag, max_lag_no_gc, peak
+        tick = 0.005
+        loop = asyncio.get_running_loop()
+        expected = loop.time() + tick
+        i = 0
+        gc_seen = gc_total[0]
+        while not stop.is_set():
+            await asyncio.sleep(max(0.0, expected - loop.time()))
+            now = loop.time()
+            lag = now - expected
+            max_lag = max(max_lag, lag)
+            # the same lateness minus the time the garbage collector ran meanwhile
+            max_lag_no_gc = max(max_lag_no_gc, lag - (gc_total[0] - gc_seen))
+            gc_seen = gc_total[0]
+            expected = now + tick
+            i += 1
+            if i % 20 == 0:
+                peak = max(peak, _rss())
+
+    created = await asyncio.to_thread(
+        _http, base_url, "POST", "/_bench/create", {"n": n, "complete_after": args.complete_after}
+    )
+    await asyncio.to_thread(_http, base_url, "POST", "/_bench/reset_stats", {})
+    t0 = time.time()
+    deadline = t0 + args.budget
+    triggers = _make_triggers(impl, created["ids"], conn_id, args.poll, deadline)
+    fired: list[float] = []
+    statuses: dict[str, int] = {}
+    samples: list[str] = []
+
+    async def one(trigger: Any) -> None:
+        async for event in trigger.run():
+            fired.append(time.time())
+            key = str(event.payload.get("status"))
+            if key == "error":
+                key += ":" + str(event.payload.get("reason") or event.payload.get("termination_reason"))
+            statuses[key] = statuses.get(key, 0) + 1
+            if key != "success" and len(samples) < 3:
+                samples.append(str(event.payload.get("message"))[:500])
+            return
+
+    tick_task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.05)  # let the ticker settle before the herd arrives
+    await asyncio.gather(*(one(t) for t in triggers))
+    stop.set()
+    await tick_task
+    gc.callbacks.remove(on_gc)
+    peak = max(peak, _rss())
+    stats = await asyncio.to_thread(_http, base_url, "GET", "/_bench/stats")
+    return {
+        "impl": impl,
+        "n": n,
+        "all_fired_s": round(max(fired) - created["created_at"], 2) if fired else None,
+        "first_fired_s": round(min(fired) - created["created_at"], 2) if fired else None,
+        "worst_stall_ms": round(max_lag * 1000, 1),
+        "worst_stall_excl_gc_ms": round(max(max_lag_no_gc, 0.0) * 1000, 1),
+        "worst_gc_ms": round(max(gc_pauses, default=0.0) * 1000, 1),
+        "gc_total_ms": round(sum(gc_pauses) * 1000, 1),
+        "rss_kb_per_trigger": round((peak - rss0) / 1024 / n, 1),
+        "events": statuses,
+        "requests": stats,
+        "error_samples": samples,
+    }
+
+
+def _worker(args: argparse.Namespace) -> None:
+    conn_id = "bench_openai"
+    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
+        {"conn_type": "openai", "host": args.base_url, "password": API_KEY}
+    )
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    # Measure polling, not log formatting: every implementation logs at WARNING and above.
+    os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
+    result = asyncio.run(_measure(args.worker, args.worker_n, args.base_url, conn_id, args))
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# The driver.
+# --------------------------------------------------------------------------------------------------
+
+
+def _run_worker(impl: str, n: int, base_url: str, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        impl,
+        "--worker-n",
+        str(n),
+        "--base-url",
+        base_url,
+        "--poll",
+        str(args.poll),
+        "--complete-after",
+        str(args.complete_after),
+        "--budget",
+        str(args.budget),
+        *(["--no-gc-freeze"] if args.no_gc_freeze else []),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.budget + 600)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    tail = (proc.stderr or proc.stdout)[-2000:]
+    return {"impl": impl, "n": n, "error": f"worker exited {proc.returncode}: {tail}"}
+
+
+def _verdict(r: dict[str, Any]) -> str:
+    if r.get("impl") != "ours" or r.get("n") not in TARGETS or "error" in r:
+        return ""
+    fired_t, stall_t, mem_t = TARGETS[r["n"]]
+    marks = [f"fired<={fired_t:g}s:{'PASS' if (r['all_fired_s'] or 1e9) <= fired_t else 'FAIL'}"]
+    if stall_t is not None:
+        ok = r["worst_stall_ms"] <= stall_t * 1000
+        marks.append(f"stall<={stall_t * 1000:g}ms:{'PASS' if ok else 'FAIL'}")
+    if mem_t is not None:
+        marks.append(f"mem<={mem_t:g}KB:{'PASS' if r['rss_kb_per_trigger'] <= mem_t else 'FAIL'}")
+    return "  ".join(marks)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, nargs="+", default=[1000, 10_000], help="trigger counts for ours")
+    p.add_argument("--peer-n", type=int, default=200, help="trigger count for the peers (they are slow)")
+    p.add_argument("--peers", choices=["all", "none", "official", "common_ai"], default="all")
+    p.add_argument("--latency", type=float, default=0.05, help="server latency per request, seconds")
+    p.add_argument("--complete-after", type=float, default=3.0, help="batch completes this long after start")
+    p.add_argument("--poll", type=float, default=1.0, help="poll interval, seconds")
+    p.add_argument("--budget", type=float, default=300.0, help="deadline given to every trigger, seconds")
+    p.add_argument("--no-gc-freeze", action="store_true", help="keep import-time objects in the GC")
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--worker-n", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--base-url", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.serve:
+        _run_server(0, args.latency)
+        return 0
+    if args.worker:
+        _worker(args)
+        return 0
+
+    proc, base_url = start_server(args.latency)
+    try:
+        runs: list[tuple[str, int]] = [("ours", n) for n in args.n]
+        peers = {"all": ["official", "common_ai"], "none": []}.get(args.peers, [args.peers])
+        runs += [(peer, args.peer_n) for peer in peers]
+        if peers and args.peer_n not in args.n:
+            runs.insert(0, ("ours", args.peer_n))  # same N as the peers, for a like-for-like row
+        print(
+            f"server {base_url}: latency {args.latency * 1000:g} ms, batches complete "
+            f"{args.complete_after:g} s after creation; poll interval {args.poll:g} s; "
+            f"one event loop per row (fresh process); import-time heap "
+            f"{'NOT ' if args.no_gc_freeze else ''}frozen (gc.freeze)\n",
+            flush=True,
+        )
+        header = (
+            f"{'implementation':<36}{'N':>6}{'all fired s':>12}{'worst stall ms':>15}{'excl. GC':>9}"
+            f"{'worst GC ms':>12}"
+            f"{'RSS KB/trigger':>15}{'HTTP requests':>14}  events / targets"
+        )
+        print(header)
+        print("-" * len(header))
+        names = {
+            "ours": "airflow_batch_provider (ours)",
+            "official": "providers.openai OpenAIBatchTrigger",
+            "common_ai": "providers.common.ai LLMBatchTrigger",
+        }
+        results = []
+        for impl, n in runs:
+            r = _run_worker(impl, n, base_url, args)
+            results.append(r)
+            if "error" in r:
+                print(f"{names[impl]:<36}{n:>6}  ERROR {r['error'][-600:]}", flush=True)
+                continue
+            reqs = sum(r["requests"].values())
+            print(
+                f"{names[impl]:<36}{n:>6}{r['all_fired_s']!s:>12}{r['worst_stall_ms']:>15}"
+                f"{r['worst_stall_excl_gc_ms']:>9}{r['worst_gc_ms']:>12}{r['rss_kb_per_trigger']:>15}"
+                f"{reqs:>14}  {r['events']} {_verdict(r)}",
+                flush=True,
+            )
+        print("\nraw: " + json.dumps(results))
+        return 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
