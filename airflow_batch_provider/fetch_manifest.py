@@ -7,7 +7,8 @@ pay for the results without the Airflow database::
 
     {"version": 1, "status": "complete" | "failed" | "in_progress",
      "endpoint", "model", "conn_id", "identity": {dag_id, task_id, run_id, map_index, try_number},
-     "input": {"uri", "fingerprint", "file_ids", "requests"},
+     "input": {"uri", "joined_from": "input_uri" | "uploaded_files", "fingerprint", "file_ids",
+               "requests"},
      "destination", "manifest_uri", "results_uri",
      "batch_ids": [every batch of every round],
      "rounds": [{"round", "batch_ids", "resubmitted", "fingerprint", "batches": [summary...]}],
@@ -154,6 +155,7 @@ def build_manifest(
     cost: Mapping[str, Any] | None,
     results: Mapping[str, Any] | None,
     input_uri: str | None,
+    joined_from: str | None,
     started_at: float,
     finished_at: float,
     status: str,
@@ -169,7 +171,8 @@ def build_manifest(
     :param report: ``Reconciliation.to_dict()`` of the final join (``None`` if it never ran).
     :param cost: ``Reconciliation.estimate_cost(...)``.
     :param results: The landed ``results.jsonl`` (``LandedFile.to_dict()``) or ``None``.
-    :param input_uri: The input the results were joined with, when it came from storage.
+    :param input_uri: The input JSONL the batches were built from, when it came from storage.
+    :param joined_from: ``"input_uri"`` or ``"uploaded_files"``: what the join read.
     :param status: ``complete``, ``failed`` or ``in_progress``.
     :param error: Why the fetch failed, when it did.
     """
@@ -193,6 +196,7 @@ def build_manifest(
         "submit_identity": source.get("identity"),
         "input": {
             "uri": public_uri(input_uri),
+            "joined_from": joined_from,
             "fingerprint": source.get("fingerprint"),
             "file_ids": [s.get("input_file_id") for s in source.get("shards") or ()],
             "requests": report.get("total"),

@@ -88,6 +88,7 @@ def test_lands_to_file_with_results_in_input_order(completed: dict[str, Any], tm
     assert manifest["timings"]["created_at"] <= manifest["timings"]["completed_at"]
     assert manifest["identity"]["task_id"] == "fetch" and manifest["batch_ids"] == [batch.id]
     assert manifest["input"]["file_ids"] == [batch.input_file_id]
+    assert manifest["input"]["uri"] is None and manifest["input"]["joined_from"] == "uploaded_files"
     assert manifest["rounds"][0]["batches"][0]["status"] == "completed"
 
     assert xcom["manifest_uri"] == f"file://{dest}/manifest.json"
@@ -265,6 +266,7 @@ def test_joins_a_sharded_submit_manifest_with_its_input_uri(emulator_conn_id: st
     assert [r["status"] for r in results].count("succeeded") == 4 and results[3]["status"] == "failed"
     stored = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert stored["input"]["uri"] == f"file://{input_path}" and stored["input"]["fingerprint"] == "0" * 16
+    assert stored["input"]["joined_from"] == "input_uri"
     assert stored["conn_id"] == emulator_conn_id and xcom["total"] == 5  # the manifest's connection was used
 
     # The file changed since submit (a request removed): refuse instead of joining wrongly.

@@ -109,6 +109,7 @@ def test_build_manifest_and_small_form() -> None:
         cost={"usd": 0.5},
         results={"uri": "s3://conn@b/out/results.jsonl", "bytes": 1, "sha256": "y", "lines": 4},
         input_uri="file:///in.jsonl",
+        joined_from="input_uri",
         started_at=100.0,
         finished_at=101.0,
         status="complete",
@@ -121,6 +122,7 @@ def test_build_manifest_and_small_form() -> None:
     assert manifest["usage"]["cached_tokens"] == 10 and manifest["usage"]["reasoning_tokens"] == 0
     assert manifest["input"] == {
         "uri": "file:///in.jsonl",
+        "joined_from": "input_uri",
         "fingerprint": "f" * 16,
         "file_ids": ["file-1", "file-2"],
         "requests": 4,
