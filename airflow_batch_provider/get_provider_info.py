@@ -86,10 +86,16 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "sensors": [
-            {"integration-name": "OpenAI Batch", "python-modules": ["airflow_batch_provider.sensors.openai_batch"]}
+            {
+                "integration-name": "OpenAI Batch",
+                "python-modules": ["airflow_batch_provider.sensors.openai_batch"],
+            }
         ],
         "triggers": [
-            {"integration-name": "OpenAI Batch", "python-modules": ["airflow_batch_provider.triggers.openai_batch"]}
+            {
+                "integration-name": "OpenAI Batch",
+                "python-modules": ["airflow_batch_provider.triggers.openai_batch"],
+            }
         ],
         "task-decorators": [
             {

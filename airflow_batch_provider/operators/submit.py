@@ -97,7 +97,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
     :param completion_window: Only ``"24h"`` exists today.
     :param output_expires_after: Seconds after creation when the service may delete the
         result files (3600..2592000); default: the service's 30 days.
-    :param shard_limits: Per-batch limits (``ShardLimits`` or a dict of its fields);
+    :param shard_limits: Per-batch limits (``ShardLimits`` or a dict of its fields, templated);
         default: the service's (50,000 requests, 200 MB, 50,000 embedding inputs).
     :param wait_for_completion: Wait until every batch is terminal (default). When
         False, return the manifest right after submitting.
@@ -119,7 +119,14 @@ class OpenAIBatchSubmitOperator(BaseOperator):
     :param max_transient_errors: Consecutive polling errors tolerated while waiting.
     """
 
-    template_fields: Sequence[str] = ("input_path", "requests", "endpoint", "conn_id", "metadata")
+    template_fields: Sequence[str] = (
+        "input_path",
+        "requests",
+        "endpoint",
+        "conn_id",
+        "metadata",
+        "shard_limits",
+    )
     template_fields_renderers = {"metadata": "json"}
     ui_color = "#d5f5e3"
     operator_extra_links = batch_links()
@@ -194,7 +201,13 @@ class OpenAIBatchSubmitOperator(BaseOperator):
     def _limits(self) -> ShardLimits:
         if isinstance(self.shard_limits, ShardLimits):
             return self.shard_limits
-        return ShardLimits(**dict(self.shard_limits or {}))
+        # Templated limits ("{{ params.max_requests }}") render as strings unless the DAG
+        # renders native objects: accept digit strings, ShardLimits rejects anything else.
+        fields = {
+            name: int(value) if isinstance(value, str) and value.strip().isdigit() else value
+            for name, value in dict(self.shard_limits or {}).items()
+        }
+        return ShardLimits(**fields)
 
     def execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]

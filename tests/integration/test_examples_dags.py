@@ -273,11 +273,6 @@ def test_classify_dataset_runs_as_several_batches_and_lands_one_result(examples:
     from _lib.classification import RESPONSE_FORMAT, read_rows
 
     from airflow_batch_provider.emulator.structured import sample_json
-    from airflow_batch_provider.operators.submit import OpenAIBatchSubmitOperator
-
-    if "shard_limits" not in OpenAIBatchSubmitOperator.template_fields:
-        pytest.skip("classify_dataset sets shard_limits from its params: needs 'shard_limits' in "
-                    "OpenAIBatchSubmitOperator.template_fields")
 
     with (DATA / "tickets.csv").open(newline="") as f:
         tickets = list(read_rows(f))
