@@ -1,0 +1,203 @@
+"""OpenAIBatchSensor: wait for existing OpenAI batches, in the triggerer or a worker.
+
+The same completion semantics as the submit operator
+(:mod:`airflow_batch_provider.completion`) in all three modes: deferrable (the
+:class:`~airflow_batch_provider.triggers.openai_batch.OpenAIBatchTrigger`), poke
+and reschedule.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+
+from airflow_batch_provider.batch_status import BatchStatus, summarize_batch
+from airflow_batch_provider.completion import check_batches, resolve_event, totals
+from airflow_batch_provider.exceptions import BatchServiceError, BatchTimeoutError
+from airflow_batch_provider.fetch_manifest import normalize_batches
+from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
+from airflow_batch_provider.triggers.openai_batch import DEADLINE_GRACE, OpenAIBatchTrigger
+
+try:
+    from airflow.sdk.configuration import conf
+except ImportError:  # Airflow < 3.2
+    from airflow.configuration import conf  # type: ignore[no-redef]
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class OpenAIBatchSensor(BaseSensorOperator):
+    """Wait until every given OpenAI batch is terminal, then succeed or fail as the submit operator would.
+
+    Succeeds when every batch ``completed`` with at least one request that did not fail;
+    fails with the service's validation errors (and their lines) for a ``failed`` batch,
+    with the counts when every request of a batch failed, and, as the flags say, for
+    ``expired`` or ``cancelled`` batches (their partial results stay fetchable either way).
+    A timeout raises ``AirflowSensorTimeout`` (so ``soft_fail`` applies); 401/403 and 404
+    fail at once.
+
+    Returns (XCom) the manifest it was given, or ``{"conn_id", "batch_ids"}``, with
+    ``"batches"`` set to the batch summaries: the fetch operator takes it as it is.
+
+    :param batch_ids: What to wait for (templated): the submit operator's manifest
+        (``submit.output``), a batch id, a list of ids, or any of these as JSON.
+    :param conn_id: The ``openai`` connection; default: the manifest's, else ``openai_default``.
+    :param fail_on_expired: Fail when a batch expired (default True).
+    :param fail_on_cancelled: Fail when a batch was cancelled (default True).
+    :param deferrable: Wait in the triggerer (default: ``[operators] default_deferrable``).
+        Otherwise ``mode`` (``poke`` or ``reschedule``) applies.
+    :param poke_interval: Seconds between polls (the trigger's ``poll_interval``).
+    :param max_poll_interval: Longest interval the deferred wait backs off to while nothing
+        changes.
+    :param max_transient_errors: Polls in a row that may fail with 429/5xx/network errors
+        before the sensor fails (a deferred wait; in poke mode, within one worker run).
+    :param cancel_on_kill: Cancel the batches when a user kills the deferred task
+        (Airflow 3.3+). The sensor does not own the batches: default False.
+    :param timeout: Seconds to wait in all (``BaseSensorOperator``); the deferred wait
+        turns it into the trigger's absolute deadline.
+    """
+
+    template_fields: Sequence[str] = ("batch_ids", "conn_id")
+    template_fields_renderers = {"batch_ids": "json"}
+    ui_color = "#e8f4ea"
+
+    def __init__(
+        self,
+        *,
+        batch_ids: Any,
+        conn_id: str | None = None,
+        fail_on_expired: bool = True,
+        fail_on_cancelled: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poke_interval: float = 30.0,
+        max_poll_interval: float = 300.0,
+        max_transient_errors: int = 10,
+        cancel_on_kill: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(poke_interval=poke_interval, **kwargs)
+        self.batch_ids = batch_ids
+        self.conn_id = conn_id
+        self.fail_on_expired = fail_on_expired
+        self.fail_on_cancelled = fail_on_cancelled
+        self.deferrable = deferrable
+        self.max_poll_interval = max_poll_interval
+        self.max_transient_errors = max_transient_errors
+        self.cancel_on_kill = cancel_on_kill
+        self._transient_errors = 0
+
+    # -- what to wait for (read from the rendered fields every time: nothing set in
+    #    execute() survives a deferral) ------------------------------------------------------
+
+    def _source(self) -> dict[str, Any]:
+        source = normalize_batches(self.batch_ids)
+        value = self.batch_ids
+        source["manifest"] = dict(value) if isinstance(value, Mapping) else None
+        source["conn_id"] = self.conn_id or source.get("conn_id") or OpenAIBatchHook.default_conn_name
+        return source
+
+    def _result(self, source: dict[str, Any], summaries: list[dict[str, Any]]) -> dict[str, Any]:
+        base = dict(source["manifest"] or {})
+        base.update({"conn_id": source["conn_id"], "batch_ids": source["batch_ids"], "batches": summaries})
+        t = totals(summaries)
+        self.log.info(
+            "%d batch(es) done: %d/%d requests succeeded, %d failed.",
+            len(summaries),
+            t["completed"],
+            t["total"],
+            t["failed"],
+        )
+        return base
+
+    def _check(self, source: dict[str, Any], summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return check_batches(
+            summaries,
+            fail_on_expired=self.fail_on_expired,
+            fail_on_cancelled=self.fail_on_cancelled,
+            shards=source["shards"],
+        )
+
+    # -- deferrable ------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)  # poke / reschedule, through poke()
+        source = self._source()
+        # Already finished (or a bad id / key): answer now, without a trip to the triggerer.
+        summaries = self._read(source)
+        if all(BatchStatus.is_terminal(s["status"]) for s in summaries):
+            return self._result(source, self._check(source, summaries))
+        self.defer(
+            trigger=OpenAIBatchTrigger(
+                conn_id=source["conn_id"],
+                batch_ids=source["batch_ids"],
+                poll_interval=self.poke_interval,
+                max_poll_interval=self.max_poll_interval,
+                deadline=time.time() + self.timeout,
+                max_transient_errors=self.max_transient_errors,
+                cancel_on_kill=self.cancel_on_kill,
+            ),
+            method_name="execute_complete",
+            # A safety net behind the trigger's own deadline, which fires first.
+            timeout=timedelta(seconds=self.timeout + DEADLINE_GRACE + 60),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Resume after the trigger fired: apply the completion semantics to its event."""
+        from airflow.sdk.exceptions import AirflowSensorTimeout
+
+        source = self._source()
+        try:
+            summaries = resolve_event(
+                event,
+                batch_ids=source["batch_ids"],
+                fail_on_expired=self.fail_on_expired,
+                fail_on_cancelled=self.fail_on_cancelled,
+                shards=source["shards"],
+            )
+        except BatchTimeoutError as exc:
+            raise AirflowSensorTimeout(str(exc)) from exc
+        return self._result(source, summaries)
+
+    # -- poke / reschedule -----------------------------------------------------------------------
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        source = self._source()
+        try:
+            summaries = self._read(source)
+        except BatchServiceError as exc:
+            # The hook already retried; one more failed poke is tolerated up to the cap.
+            self._transient_errors += 1
+            if self._transient_errors > self.max_transient_errors:
+                raise
+            self.log.warning(
+                "Reading the batches failed (%d/%d in a row), trying again next poke: %s",
+                self._transient_errors,
+                self.max_transient_errors,
+                exc,
+            )
+            return False
+        self._transient_errors = 0
+        pending = [s for s in summaries if not BatchStatus.is_terminal(s["status"])]
+        t = totals(summaries)
+        self.log.info(
+            "%d/%d batch(es) finished; %d/%d requests done, %d failed%s",
+            len(summaries) - len(pending),
+            len(summaries),
+            t["completed"] + t["failed"],
+            t["total"],
+            t["failed"],
+            f"; waiting for {', '.join(s['id'] for s in pending)}" if pending else "",
+        )
+        if pending:
+            return False
+        return PokeReturnValue(is_done=True, xcom_value=self._result(source, self._check(source, summaries)))
+
+    def _read(self, source: dict[str, Any]) -> list[dict[str, Any]]:
+        hook = OpenAIBatchHook(conn_id=source["conn_id"])
+        return [summarize_batch(hook.get_batch(bid)) for bid in source["batch_ids"]]
