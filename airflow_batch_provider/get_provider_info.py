@@ -97,6 +97,12 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_batch_provider.triggers.openai_batch"],
             }
         ],
+        "plugins": [
+            {
+                "name": "openai_batch_monitor",
+                "plugin-class": "airflow_batch_provider.plugins.batch_monitor.OpenAIBatchMonitorPlugin",
+            }
+        ],
         "task-decorators": [
             {
                 "class-name": "airflow_batch_provider.decorators.openai_batch.openai_batch_task",

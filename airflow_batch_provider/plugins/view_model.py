@@ -1,0 +1,277 @@
+"""What the UI shows for a batch and for a task's batches: pure data, no database, no HTTP.
+
+The FastAPI app (``plugins/app.py``) feeds these functions with batches read through
+the hook and with the task's XComs; the pages (``plugins/pages.py``) render the
+result, and the JSON endpoints return it as it is. Everything here is JSON-safe and
+holds nothing secret: batch fields, token counts, URIs without credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow_batch_provider.batch_status import BatchStatus, summarize_batch
+from airflow_batch_provider.pricing import Usage, estimate_cost
+
+#: Metadata keys the submit operator writes (shown as the batch's Airflow identity).
+META_DAG_ID = "airflow_dag_id"
+META_TASK_ID = "airflow_task_id"
+META_RUN_ID = "airflow_run_id"
+META_SHARD = "airflow_shard"
+
+_END_KEYS = ("completed_at", "failed_at", "expired_at", "cancelled_at")
+
+
+def progress(counts: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Request counts as a progress bar: absolute numbers and percentages of ``total``.
+
+    :param counts: ``{"total", "completed", "failed"}`` (missing keys count as 0).
+    """
+    counts = counts or {}
+    total = max(int(counts.get("total") or 0), 0)
+    completed = max(int(counts.get("completed") or 0), 0)
+    failed = max(int(counts.get("failed") or 0), 0)
+    done = completed + failed
+    scale = max(total, done)  # a service counting past its total must not overflow the bar
+
+    def pct(n: int) -> float:
+        return round(100.0 * n / scale, 1) if scale else 0.0
+
+    return {
+        "total": total,
+        "completed": completed,
+        "failed": failed,
+        "pending": max(total - done, 0),
+        "completed_pct": pct(completed),
+        "failed_pct": pct(failed),
+        "done_pct": pct(done),
+    }
+
+
+def durations(timings: Mapping[str, Any]) -> dict[str, float]:
+    """Seconds spent validating, running, finalizing and in all, from the batch's timestamps."""
+    created = timings.get("created_at")
+    started = timings.get("in_progress_at")
+    finalizing = timings.get("finalizing_at")
+    ended = next((timings[k] for k in _END_KEYS if timings.get(k) is not None), None)
+    out: dict[str, float] = {}
+    if created is not None and started is not None:
+        out["validating"] = max(float(started) - float(created), 0.0)
+    run_end = finalizing if finalizing is not None else ended
+    if started is not None and run_end is not None:
+        out["running"] = max(float(run_end) - float(started), 0.0)
+    if finalizing is not None and ended is not None:
+        out["finalizing"] = max(float(ended) - float(finalizing), 0.0)
+    if created is not None and ended is not None:
+        out["total"] = max(float(ended) - float(created), 0.0)
+    return out
+
+
+def estimate_eta(
+    status: str, timings: Mapping[str, Any], counts: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    """When the batch should finish, from its rate so far.
+
+    :return: ``{"seconds": float | None, "finish_at": float | None, "text": str, "warning": str | None}``;
+        ``seconds`` is ``None`` when there is no basis for an estimate yet.
+    """
+    expires_at = timings.get("expires_at")
+    result: dict[str, Any] = {"seconds": None, "finish_at": None, "text": "", "warning": None}
+    if BatchStatus.is_terminal(status):
+        result.update(seconds=0.0, text="finished")
+        return result
+    if status == BatchStatus.VALIDATING.value:
+        result["text"] = "validating the input file; no estimate yet"
+    elif status == BatchStatus.FINALIZING.value:
+        result["text"] = "finalizing: writing the result files"
+    elif status == BatchStatus.CANCELLING.value:
+        result["text"] = "cancelling: requests in flight finish first"
+    else:
+        bar = progress(counts)
+        done = bar["completed"] + bar["failed"]
+        started = timings.get("in_progress_at")
+        elapsed = now - float(started) if started is not None else 0.0
+        if done and bar["total"] and elapsed > 0:
+            seconds = (bar["total"] - done) * elapsed / done
+            result.update(seconds=round(seconds, 1), finish_at=round(now + seconds, 1))
+            result["text"] = f"about {format_duration(seconds)} left at the current rate"
+            if expires_at is not None and now + seconds > float(expires_at):
+                result["warning"] = "at this rate the batch expires before every request has run"
+        else:
+            result["text"] = "no request finished yet; no estimate"
+    return result
+
+
+def format_duration(seconds: float | None) -> str:
+    """``42`` -> ``"42s"``, ``75`` -> ``"1m 15s"``, ``7500`` -> ``"2h 5m"``, ``None`` -> ``""``."""
+    if seconds is None:
+        return ""
+    total = int(round(max(seconds, 0.0)))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
+
+
+def browser_href(uri: str | None) -> str | None:
+    """A URL a browser can open for ``uri``, or ``None``.
+
+    ``http(s)`` as given; ``s3://`` and ``gs://`` as their web consoles. Local paths and
+    other schemes have no page a browser in another machine could open: they are shown
+    as text.
+    """
+    from airflow_batch_provider.links import storage_browser_url  # imports the task SDK: keep it lazy
+
+    href = storage_browser_url(uri) if uri else ""
+    return href if urlsplit(href).scheme in ("http", "https") else None
+
+
+def input_line(shard: Mapping[str, Any] | None, line: Any) -> int | None:
+    """The line of the original input that a shard file's ``line`` came from."""
+    if not shard or line is None or shard.get("start_line") is None:
+        return None
+    try:
+        return int(shard["start_line"]) + int(line) - 1
+    except (TypeError, ValueError):
+        return None
+
+
+def batch_view(
+    batch: Any,
+    *,
+    now: float,
+    console_url: str | None = None,
+    shard: Mapping[str, Any] | None = None,
+    landed: Sequence[Mapping[str, Any]] = (),
+    source: str = "live",
+    read_error: str | None = None,
+) -> dict[str, Any]:
+    """Everything the UI shows about one batch.
+
+    :param batch: an SDK ``Batch``, its dict form or a ``summarize_batch`` summary.
+    :param now: the current time (unix seconds), for the ETA.
+    :param console_url: the service's page of the batch, when there is one.
+    :param shard: the submit manifest's shard of this batch (``index``, ``start_line``,
+        ``line_count``), to map validation errors back to the input's lines.
+    :param landed: the fetch manifest's landed files of this batch.
+    :param source: ``live`` (read now through the hook) or ``xcom`` (the task's last summary).
+    :param read_error: why the live read failed, when ``source`` is ``xcom``.
+    """
+    summary = batch if _is_summary(batch) else summarize_batch(batch)
+    status = str(summary.get("status") or "unknown")
+    timings = dict(summary.get("timings") or {})
+    counts = summary.get("request_counts") or {}
+    usage = Usage.from_usage(summary.get("usage"))
+    metadata = {str(k): str(v) for k, v in (summary.get("metadata") or {}).items()}
+    errors = [
+        {
+            **{k: e.get(k) for k in ("code", "message", "param", "line")},
+            "input_line": input_line(shard, e.get("line")),
+        }
+        for e in summary.get("errors") or ()
+    ]
+    bar = progress(counts)
+    return {
+        "id": summary.get("id"),
+        "status": status,
+        "terminal": BatchStatus.is_terminal(status),
+        "outcome": outcome(status, bar),
+        "endpoint": summary.get("endpoint"),
+        "model": summary.get("model"),
+        "input_file_id": summary.get("input_file_id"),
+        "output_file_id": summary.get("output_file_id"),
+        "error_file_id": summary.get("error_file_id"),
+        "progress": bar,
+        "timings": timings,
+        "durations": durations(timings),
+        "eta": estimate_eta(status, timings, counts, now),
+        "usage": usage.to_dict(),
+        "cost": estimate_cost(summary.get("model"), usage),
+        "errors": errors,
+        "metadata": metadata,
+        "airflow": {
+            "dag_id": metadata.get(META_DAG_ID),
+            "task_id": metadata.get(META_TASK_ID),
+            "run_id": metadata.get(META_RUN_ID),
+            "shard": metadata.get(META_SHARD),
+        },
+        "shard": dict(shard) if shard else None,
+        "console_url": console_url
+        if console_url and urlsplit(console_url).scheme in ("http", "https")
+        else None,
+        "landed": [landed_view(row) for row in landed],
+        "source": source,
+        "read_error": read_error,
+    }
+
+
+def outcome(status: str, bar: Mapping[str, Any]) -> str:
+    """One word for the colour of a batch: ``ok``, ``partial``, ``bad``, ``running``.
+
+    A ``completed`` batch whose requests all failed is ``bad``: completed is not success.
+    """
+    if not BatchStatus.is_terminal(status):
+        return "running"
+    if status != BatchStatus.COMPLETED.value:
+        return "bad"
+    if bar["total"] and bar["failed"] >= bar["total"]:
+        return "bad"
+    return "partial" if bar["failed"] or bar["pending"] else "ok"
+
+
+def landed_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A landed file (a fetch manifest ``landed`` row, or ``results``) with a browser link if any."""
+    uri = row.get("uri")
+    return {
+        "kind": row.get("kind"),
+        "batch_id": row.get("batch_id"),
+        "uri": uri,
+        "href": browser_href(uri),
+        "bytes": row.get("bytes"),
+        "lines": row.get("lines"),
+        "sha256": row.get("sha256"),
+    }
+
+
+def _is_summary(batch: Any) -> bool:
+    return isinstance(batch, Mapping) and "timings" in batch and "request_counts" in batch
+
+
+def totals(batches: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Progress, usage and cost added up over a task's batches.
+
+    The cost is the sum of the batches that could be priced; ``cost_complete`` says
+    whether every batch could.
+    """
+    views = list(batches)
+    counts = {"total": 0, "completed": 0, "failed": 0}
+    usage = Usage()
+    usd = 0.0
+    priced = 0
+    for view in views:
+        for key in counts:
+            counts[key] += int(view["progress"][key])
+        one = Usage(**{k: int(v) for k, v in (view.get("usage") or {}).items()})
+        usage.add(one)
+        cost = (view.get("cost") or {}).get("usd")
+        if cost is not None:
+            usd += float(cost)
+            priced += 1
+    statuses: dict[str, int] = {}
+    for view in views:
+        statuses[view["status"]] = statuses.get(view["status"], 0) + 1
+    return {
+        "batches": len(views),
+        "statuses": statuses,
+        "progress": progress(counts),
+        "usage": usage.to_dict(),
+        "cost_usd": round(usd, 6) if priced else None,
+        "cost_complete": priced == len(views),
+        "all_terminal": all(v["terminal"] for v in views),
+    }

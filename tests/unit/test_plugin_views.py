@@ -1,0 +1,237 @@
+"""The UI plugin's pure parts: view data (progress, ETA, cost), XCom reading rules, HTML escaping."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_batch_provider.plugins import pages
+from airflow_batch_provider.plugins.task_source import TaskRefs, refs_from_xcoms
+from airflow_batch_provider.plugins.view_model import (
+    batch_view,
+    durations,
+    estimate_eta,
+    format_duration,
+    outcome,
+    progress,
+    totals,
+)
+
+NOW = 1_800_000_000.0
+
+
+def _batch(**fields):
+    base = {
+        "id": "batch_1",
+        "object": "batch",
+        "endpoint": "/v1/chat/completions",
+        "input_file_id": "file-in",
+        "completion_window": "24h",
+        "status": "in_progress",
+        "created_at": NOW - 100,
+        "in_progress_at": NOW - 90,
+        "expires_at": NOW + 86_000,
+        "model": "gpt-4o-mini-2024-07-18",
+        "request_counts": {"total": 100, "completed": 20, "failed": 10},
+        "usage": {
+            "input_tokens": 1_000_000,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 1_000_000,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 2_000_000,
+        },
+        "metadata": {
+            "airflow_dag_id": "d",
+            "airflow_task_id": "t",
+            "airflow_run_id": "r",
+            "airflow_shard": "2/3",
+        },
+    }
+    return {**base, **fields}
+
+
+def test_progress_counts_and_percentages():
+    assert progress({"total": 8, "completed": 3, "failed": 1}) == {
+        "total": 8,
+        "completed": 3,
+        "failed": 1,
+        "pending": 4,
+        "completed_pct": 37.5,
+        "failed_pct": 12.5,
+        "done_pct": 50.0,
+    }
+    assert progress(None)["done_pct"] == 0.0
+    # A service counting past its total never draws a bar wider than 100%.
+    over = progress({"total": 2, "completed": 3, "failed": 1})
+    assert over["completed_pct"] + over["failed_pct"] == 100.0 and over["pending"] == 0
+
+
+def test_eta_from_the_rate_so_far_and_the_expiry_warning():
+    timings = {"in_progress_at": NOW - 60, "expires_at": NOW + 3600}
+    eta = estimate_eta("in_progress", timings, {"total": 100, "completed": 20, "failed": 10}, NOW)
+    assert eta["seconds"] == pytest.approx(140.0)  # 30 done in 60 s, 70 to go
+    assert eta["finish_at"] == pytest.approx(NOW + 140)
+    assert eta["text"] == "about 2m 20s left at the current rate" and eta["warning"] is None
+
+    slow = estimate_eta(
+        "in_progress",
+        {"in_progress_at": NOW - 3600, "expires_at": NOW + 60},
+        {"total": 10, "completed": 1},
+        NOW,
+    )
+    assert "expires before" in slow["warning"]
+    assert estimate_eta("in_progress", timings, {"total": 5}, NOW)["seconds"] is None
+    assert estimate_eta("validating", {}, {}, NOW)["text"].startswith("validating")
+    assert estimate_eta("completed", {}, {}, NOW) == {
+        "seconds": 0.0,
+        "finish_at": None,
+        "text": "finished",
+        "warning": None,
+    }
+
+
+def test_durations_and_their_text():
+    timings = {"created_at": 0, "in_progress_at": 5, "finalizing_at": 65, "completed_at": 70}
+    assert durations(timings) == {"validating": 5.0, "running": 60.0, "finalizing": 5.0, "total": 70.0}
+    assert durations({"created_at": 0, "failed_at": 3}) == {"total": 3.0}
+    assert [format_duration(s) for s in (None, 42, 75, 7500, 90_000)] == [
+        "",
+        "42s",
+        "1m 15s",
+        "2h 5m",
+        "1d 1h",
+    ]
+
+
+def test_completed_is_not_success_when_every_request_failed():
+    assert outcome("completed", progress({"total": 3, "completed": 0, "failed": 3})) == "bad"
+    assert outcome("completed", progress({"total": 3, "completed": 2, "failed": 1})) == "partial"
+    assert outcome("completed", progress({"total": 3, "completed": 3})) == "ok"
+    assert outcome("expired", progress({"total": 3, "completed": 3})) == "bad"
+    assert outcome("finalizing", progress({})) == "running"
+
+
+def test_batch_view_maps_errors_to_input_lines_and_prices_usage():
+    view = batch_view(
+        _batch(
+            status="failed", errors={"data": [{"code": "invalid_json_line", "message": "bad", "line": 3}]}
+        ),
+        now=NOW,
+        console_url="javascript:alert(1)",
+        shard={"index": 1, "start_line": 101, "line_count": 100},
+        landed=[{"kind": "output", "uri": "s3://bucket/out/batch_1/output.jsonl", "bytes": 10, "lines": 1}],
+    )
+    assert view["errors"][0]["line"] == 3 and view["errors"][0]["input_line"] == 103
+    # 1M input + 1M output of gpt-4o-mini at the batch rate: 0.075 + 0.30 USD.
+    assert view["cost"]["usd"] == pytest.approx(0.375) and view["cost"]["matched"] == "gpt-4o-mini"
+    assert view["console_url"] is None  # only http(s) links leave the page
+    assert view["landed"][0]["href"].startswith("https://s3.console.aws.amazon.com/")
+    assert view["airflow"] == {"dag_id": "d", "task_id": "t", "run_id": "r", "shard": "2/3"}
+    # A summary (what XCom holds) gives the same view as the batch it came from.
+    from airflow_batch_provider.batch_status import summarize_batch
+
+    again = batch_view(summarize_batch(_batch()), now=NOW)
+    assert again["progress"] == batch_view(_batch(), now=NOW)["progress"]
+
+
+def test_totals_add_up_and_say_when_the_cost_is_partial():
+    priced = batch_view(_batch(), now=NOW)
+    unknown = batch_view(_batch(id="batch_2", model="my-finetune", status="completed"), now=NOW)
+    total = totals([priced, unknown])
+    assert total["progress"]["completed"] == 40 and total["progress"]["total"] == 200
+    assert total["usage"]["total_tokens"] == 4_000_000
+    assert total["cost_usd"] == pytest.approx(0.375) and total["cost_complete"] is False
+    assert total["statuses"] == {"in_progress": 1, "completed": 1} and total["all_terminal"] is False
+
+
+def _refs() -> TaskRefs:
+    return TaskRefs("d", "r", "t", -1, state="success", operator="X", try_number=1)
+
+
+def test_refs_from_a_submit_manifest_and_pushed_links():
+    manifest = {
+        "conn_id": "openai_eu",
+        "batch_ids": ["b1", "b2"],
+        "shards": [
+            {"index": 0, "batch_id": "b1", "start_line": 1},
+            {"index": 1, "batch_id": "b2", "start_line": 5},
+        ],
+        "batches": [{"id": "b1", "status": "completed"}],
+    }
+    refs = refs_from_xcoms(
+        _refs(),
+        {"return_value": manifest, "batch_ids": ["b1", "b2"], "batch_links": ["http://x/b1", ""]},
+        "ignored",
+    )
+    assert refs.batch_ids == ["b1", "b2"] and refs.conn_id == "openai_eu"
+    assert refs.console_urls == {"b1": "http://x/b1"}
+    assert refs.shards["b2"]["start_line"] == 5 and refs.summaries["b1"]["status"] == "completed"
+    assert refs.fetch is None and refs.manifest_uri is None
+
+
+def test_refs_while_waiting_and_from_a_fetch():
+    waiting = refs_from_xcoms(_refs(), {"batch_ids": ["b9"]}, "openai_waiting")
+    assert waiting.batch_ids == ["b9"] and waiting.conn_id == "openai_waiting"
+    assert refs_from_xcoms(_refs(), {}, "None").conn_id is None  # a rendered None is no connection
+
+    fetched = refs_from_xcoms(
+        _refs(),
+        {
+            "return_value": {
+                "manifest_uri": "s3://b/out/manifest.json",
+                "results_uri": "s3://b/out/results.jsonl",
+                "batch_ids": ["b1", "b3"],
+                "counts": {"succeeded": 2},
+            }
+        },
+    )
+    assert fetched.batch_ids == ["b1", "b3"] and fetched.manifest_uri == "s3://b/out/manifest.json"
+    assert fetched.fetch["results_uri"] == "s3://b/out/results.jsonl"
+
+
+def test_html_escapes_every_value_and_only_links_safe_urls():
+    assert pages.e('<a href="x">&</a>') == "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
+    assert pages.href("javascript:alert(1)") is None and pages.href("//evil.example/x") is None
+    assert pages.href("https://platform.openai.com/batches/b") and pages.href("/openai-batch/batches?x=1")
+    assert pages.link("javascript:alert(1)", "<b>x</b>") == "&lt;b&gt;x&lt;/b&gt;"
+
+    evil = '"><script>alert(1)</script>'
+    view = batch_view(
+        _batch(
+            id=evil,
+            errors={"data": [{"code": evil, "message": evil, "line": 1}]},
+            metadata={"airflow_dag_id": evil},
+        ),
+        now=NOW,
+    )
+    task = {"dag_id": evil, "run_id": evil, "task_id": evil, "map_index": -1, "state": evil}
+    html_task = pages.task_page(
+        {
+            "task_instance": task,
+            "conn_id": evil,
+            "batches": [view],
+            "totals": totals([view]),
+            "notices": [evil],
+        },
+        nonce="n0nce",
+    )
+    html_list = pages.list_page(
+        {
+            "conn_id": evil,
+            "status": "",
+            "batches": [{**view, "airflow": {"dag_id": evil, "run_id": "r", "task_id": "t"}}],
+        },
+        nonce="n0nce",
+        page_url="/openai-batch/batches",
+        airflow_base="",
+        tab_route="openai-batch",
+    )
+    for text in (html_task, html_list):
+        assert "<script>alert" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+        assert text.count("<script") == 1 and '<script nonce="n0nce">' in text
+
+
+def test_progress_bar_markup_carries_the_counts():
+    html = pages.progress_bar(progress({"total": 5, "completed": 3, "failed": 2}))
+    assert 'data-completed="3" data-failed="2" data-total="5"' in html
+    assert 'style="width:60.0%"' in html and 'style="width:40.0%"' in html
+    assert 'aria-label="3 completed, 2 failed of 5 requests"' in html
