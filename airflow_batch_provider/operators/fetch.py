@@ -42,6 +42,7 @@ from airflow_batch_provider.idempotency import (
     upload_filename,
 )
 from airflow_batch_provider.lineage import asset_extra, emit_asset_events, fetch_lineage, public_uri
+from airflow_batch_provider.links import OpenAIBatchManifestLink, persist_landed_manifest
 from airflow_batch_provider.results import BatchResults, InputShard, join_results
 from airflow_batch_provider.storage import as_object_storage_path, checksum_of, write_atomically
 
@@ -86,6 +87,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("batches", "destination", "conn_id", "input_uri")
+    operator_extra_links = (OpenAIBatchManifestLink(),)
     template_fields_renderers = {"batches": "json"}
     ui_color = "#d6eaf8"
 
@@ -496,6 +498,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
             )
         manifest = self._write_manifest(context, state, report, results, used_uri, status="complete")
         self._manifest = manifest
+        persist_landed_manifest(context, manifest["manifest_uri"])
         named = emit_asset_events(context, self.outlets, asset_extra(manifest))
         if named:
             self.log.info(

@@ -54,6 +54,7 @@ from airflow_batch_provider.idempotency import (
     shard_label,
     upload_filename,
 )
+from airflow_batch_provider.lineage import submit_lineage
 from airflow_batch_provider.links import batch_links, persist_batch_links
 
 if TYPE_CHECKING:
@@ -261,6 +262,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         summaries = [summarize_batch(b) for b in batches]
         if not self.wait_for_completion:
             manifest["batches"] = summaries
+            self._lineage_manifest = manifest
             return manifest
         if all(BatchStatus.is_terminal(s["status"]) for s in summaries):
             self.log.info("Every batch is already terminal: no wait.")
@@ -537,7 +539,15 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             counts["total"],
             counts["failed"],
         )
+        self._lineage_manifest = manifest
         return manifest
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The input JSONL as input dataset and a run facet (batch ids, endpoint, model, counts)."""
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        manifest = getattr(self, "_lineage_manifest", None)
+        return submit_lineage(manifest) if manifest else OperatorLineage()
 
 
 def _error_event(reason: str, message: str, latest: Mapping[str, dict[str, Any]]) -> dict[str, Any]:

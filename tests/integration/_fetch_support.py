@@ -58,7 +58,11 @@ def submit_batch(hook: OpenAIBatchHook, lines: Sequence[bytes], *, wait: bool = 
 
 
 def make_context(dag_id: str = "fetch_dag", task_id: str = "fetch", run_id: str = "run_1") -> dict[str, Any]:
-    ti = SimpleNamespace(dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=-1, try_number=1)
+    pushed: dict[str, Any] = {}
+    ti = SimpleNamespace(
+        dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=-1, try_number=1, pushed=pushed,
+        xcom_push=lambda key, value: pushed.__setitem__(key, value),
+    )  # fmt: skip
     return {"ti": ti, "outlet_events": OutletEventAccessors()}
 
 

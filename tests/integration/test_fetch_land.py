@@ -96,6 +96,22 @@ def test_lands_to_file_with_results_in_input_order(completed: dict[str, Any], tm
     assert len(json.dumps(xcom)) < 2000
 
 
+def test_persists_the_manifest_link(completed: dict[str, Any], tmp_path: Path) -> None:
+    from airflow_batch_provider.links import LANDED_MANIFEST_XCOM_KEY
+    from airflow_batch_provider.operators.fetch import OpenAIBatchFetchOperator
+
+    context = make_context()
+    xcom = run_operator(
+        lambda: OpenAIBatchFetchOperator(
+            task_id="fetch", batches=[completed["batch"].id], destination=str(tmp_path),
+            conn_id=completed["conn_id"],
+        ),
+        context,
+    )  # fmt: skip
+    assert context["ti"].pushed[LANDED_MANIFEST_XCOM_KEY] == xcom["manifest_uri"]
+    assert any(link.name == "Batch manifest" for link in OpenAIBatchFetchOperator.operator_extra_links)
+
+
 def test_rerun_lands_identical_files_and_skips_intact_ones(completed: dict[str, Any], tmp_path: Path) -> None:
     dest = tmp_path / "out"
     fetch(completed, str(dest))

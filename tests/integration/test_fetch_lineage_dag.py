@@ -204,6 +204,11 @@ def test_dag_run_emits_lineage_and_an_asset_event_that_runs_the_downstream_dag(
     stats = next(d for d in fetch_event["outputs"] if d["name"].endswith("results.jsonl"))["outputFacets"]
     assert stats["outputStatistics"]["rowCount"] == 5
 
+    # The submit's COMPLETE event: the input JSONL in, the batches in its run facet.
+    submit_event = complete["nightly_eval.submit"]
+    assert [(d["namespace"], d["name"]) for d in submit_event["inputs"]] == [("file", str(input_path))]
+    assert submit_event["run"]["facets"]["openaiBatch"]["batchIds"] == manifest["batch_ids"]
+
     # Never a secret: the emulator's API key appears in no event.
     text = "".join(p.read_text() for p in ol.iterdir())
     assert batch_emulator.api_key not in text
