@@ -149,7 +149,10 @@ class OpenAIBatchSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger fired: apply the completion semantics to its event."""
-        from airflow.sdk.exceptions import AirflowSensorTimeout
+        try:
+            from airflow.sdk.exceptions import AirflowSensorTimeout
+        except ImportError:  # Airflow < 3.2
+            from airflow.exceptions import AirflowSensorTimeout  # type: ignore[no-redef]
 
         source = self._source()
         try:

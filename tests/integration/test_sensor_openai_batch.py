@@ -8,6 +8,7 @@ poke sleeps in the worker and reschedule goes back to the (test) scheduler betwe
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -56,13 +57,52 @@ def _reschedules(dag_run: Any) -> int:
         return session.scalar(select(func.count()).where(TaskReschedule.ti_id.in_(ti_ids))) or 0
 
 
-def _sensor_dag(dag_env: Any, dag_id: str, batch_ids: Any, mode: str, extra: str = "") -> Any:
+CREATE_TASK = """
+        @task
+        def create():
+            # Right before the sensor, so the batches are surely still running when it starts.
+            import openai
+
+            client = openai.OpenAI(base_url={base_url!r}, api_key={api_key!r})
+            ids = []
+            for s in range({n}):
+                lines = "".join(
+                    json.dumps({{"custom_id": f"q{{i}}", "method": "POST", "url": "/v1/chat/completions",
+                                "body": {{"model": "gpt-4o-mini",
+                                         "messages": [{{"role": "user", "content": f"q {{s}} {{i}}"}}]}}}})
+                    + "\\n"
+                    for i in range({lines})
+                )
+                file = client.files.create(file=(f"in{{s}}.jsonl", lines.encode()), purpose="batch")
+                batch = client.batches.create(
+                    input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+                )
+                ids.append(batch.id)
+            return ids
+"""
+
+
+def _sensor_dag(
+    dag_env: Any,
+    dag_id: str,
+    batch_ids: Any,
+    mode: str,
+    extra: str = "",
+    create: tuple[int, int] | None = None,
+) -> Any:
+    """A DAG with the sensor ``wait``; ``create=(n, lines)``: an upstream task ``create`` makes
+    ``n`` batches and the sensor waits on its XCom instead of ``batch_ids``."""
     # reschedule: dag.test() looks for runnable tasks once a second, so a 1 s poke interval
+    upstream = ""
+    if create:
+        em = dag_env.emulator
+        upstream = CREATE_TASK.format(base_url=em.base_url, api_key=em.api_key, n=create[0], lines=create[1])
+    ids_expr = "create()" if create else repr(batch_ids)
     return dag_env.write_dag(
         dag_id,
         f"""
         import json, pathlib
-        from airflow.sdk import DAG
+        from airflow.sdk import DAG, task
         from airflow_batch_provider.sensors.openai_batch import OpenAIBatchSensor
 
         class RecordingSensor(OpenAIBatchSensor):
@@ -72,10 +112,11 @@ def _sensor_dag(dag_env: Any, dag_id: str, batch_ids: Any, mode: str, extra: str
                     f.write(json.dumps(event) + "\\n")
                 return super().execute_complete(context, event)
 
+        {upstream}
         with DAG({dag_id!r}, schedule=None, default_args={{"retries": 0}}) as dag:
             RecordingSensor(
                 task_id="wait",
-                batch_ids={batch_ids!r},
+                batch_ids={ids_expr},
                 {MODES[mode]},
                 poke_interval={1.0 if mode == "reschedule" else 0.1},
                 max_poll_interval=0.5,
@@ -86,15 +127,15 @@ def _sensor_dag(dag_env: Any, dag_id: str, batch_ids: Any, mode: str, extra: str
     )
 
 
-@pytest.mark.emulator(requests_per_second=8)
+@pytest.mark.emulator(requests_per_second=4)  # 16 requests: ~4 s, longer than a task's start-up
 @pytest.mark.parametrize("mode", list(MODES))
 def test_waits_in_every_mode_and_returns_the_summaries(dag_env, mode):
-    ids = _batches(dag_env.emulator, 2, lines=16)  # 16 requests at 8/s: running when the sensor starts
-    dag = _sensor_dag(dag_env, f"sensor_ok_{mode}", ids, mode)
+    dag = _sensor_dag(dag_env, f"sensor_ok_{mode}", None, mode, create=(2, 16))
 
     dr = dag_env.run(dag)
 
-    assert dag_env.states(dr) == {"wait": "success"}
+    assert dag_env.states(dr) == {"create": "success", "wait": "success"}
+    ids = dag_env.xcom(dr, "create")
     out = dag_env.xcom(dr, "wait")
     assert out["batch_ids"] == ids and out["conn_id"] == "openai_default"
     assert [b["status"] for b in out["batches"]] == ["completed", "completed"]
@@ -135,14 +176,11 @@ def test_waits_on_the_submit_manifest_from_xcom(dag_env):
 
 def test_already_finished_batches_succeed_without_deferring(dag_env):
     ids = _batches(dag_env.emulator, 1)
-    dag_env.emulator.client().batches.retrieve(ids[0])  # instant profile: done by now or very soon
+    client, deadline = dag_env.emulator.client(), time.time() + 10
+    while client.batches.retrieve(ids[0]).status != "completed" and time.time() < deadline:
+        time.sleep(0.05)  # instant profile: done in a moment
     dag = _sensor_dag(dag_env, "sensor_done", json.dumps(ids), "deferrable")  # a rendered JSON string
 
-    import time
-
-    deadline = time.time() + 10
-    while dag_env.emulator.client().batches.retrieve(ids[0]).status != "completed" and time.time() < deadline:
-        time.sleep(0.05)
     dr = dag_env.run(dag)
 
     assert dag_env.states(dr) == {"wait": "success"}

@@ -97,7 +97,10 @@ def test_success_for_plain_ids_returns_ids_connection_and_summaries():
 
 
 def test_timeout_is_a_sensor_timeout_so_soft_fail_applies():
-    from airflow.sdk.exceptions import AirflowSensorTimeout
+    try:
+        from airflow.sdk.exceptions import AirflowSensorTimeout
+    except ImportError:  # Airflow < 3.2
+        from airflow.exceptions import AirflowSensorTimeout
 
     event = {"status": "error", "reason": "timeout", "message": "Deadline passed", "batches": []}
     with pytest.raises(AirflowSensorTimeout, match="Deadline passed"):
