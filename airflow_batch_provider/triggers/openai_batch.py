@@ -103,6 +103,8 @@ class OpenAIBatchTrigger(BaseTrigger):
         self.deadline = float(deadline) if deadline is not None else None
         self.max_transient_errors = int(max_transient_errors)
         self.cancel_on_kill = bool(cancel_on_kill)
+        # The latest batch as the service returned it (shared with the poller's cache: no copy);
+        # summaries are built once, for the event.
         self._latest: dict[str, dict[str, Any]] = {}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -141,16 +143,15 @@ class OpenAIBatchTrigger(BaseTrigger):
         await asyncio.sleep(random.uniform(0, min(0.1 * self.poll_interval, 1.0)))
         while True:
             max_age = min(interval / 4, 30.0)  # another trigger's recent read is as good as ours
-            polls = asyncio.gather(*(poller.get(bid, max_age) for bid in active), return_exceptions=True)
             try:
                 # A poll hanging in the SDK's retries must not outlive the deadline by much.
-                results = await asyncio.wait_for(polls, self._time_left(grace=DEADLINE_GRACE))
+                results = await _within(self._time_left(grace=DEADLINE_GRACE), _poll(poller, active, max_age))
             except asyncio.TimeoutError:
                 return self._error(REASON_TIMEOUT, self._timeout_message())
             transient: list[tuple[str, BaseException]] = []
             for bid, result in zip(active, results, strict=True):
                 if not isinstance(result, BaseException):
-                    self._latest[bid] = summarize_batch(result)
+                    self._latest[bid] = result
                     continue
                 kind = _classify(result)
                 if kind == _AUTH:
@@ -244,7 +245,7 @@ class OpenAIBatchTrigger(BaseTrigger):
     # -- events and messages -------------------------------------------------------------------
 
     def _summaries(self) -> list[dict[str, Any]]:
-        return [self._latest[b] for b in self.batch_ids if b in self._latest]
+        return [summarize_batch(self._latest[b]) for b in self.batch_ids if b in self._latest]
 
     def _error(self, reason: str, message: str) -> dict[str, Any]:
         self.log.error("%s", message)
@@ -285,27 +286,26 @@ class _Progress:
         self.first: tuple[float, int] | None = None
 
     def update(self, latest: dict[str, dict[str, Any]], log: Any) -> bool:
-        summaries = [latest[b] for b in self.batch_ids if b in latest]
-        key = tuple(
-            (s["status"], s["request_counts"]["completed"], s["request_counts"]["failed"]) for s in summaries
-        )
+        batches = [latest[b] for b in self.batch_ids if b in latest]
+        counts = [_counts(b) for b in batches]
+        key = tuple((b["status"], c[1], c[2]) for b, c in zip(batches, counts, strict=True))
         if key == self.key:
             return False
         self.key = key
-        total = sum(s["request_counts"]["total"] for s in summaries)
-        ok = sum(s["request_counts"]["completed"] for s in summaries)
-        failed = sum(s["request_counts"]["failed"] for s in summaries)
+        total = sum(c[0] for c in counts)
+        ok = sum(c[1] for c in counts)
+        failed = sum(c[2] for c in counts)
         done, now = ok + failed, time.monotonic()
         if self.first is None:
             self.first = (now, done)
         rate = (done - self.first[1]) / (now - self.first[0]) if now > self.first[0] else 0.0
         if log.isEnabledFor(logging.INFO):
             statuses: dict[str, int] = {}
-            for s in summaries:
-                statuses[s["status"]] = statuses.get(s["status"], 0) + 1
+            for b in batches:
+                statuses[b["status"]] = statuses.get(b["status"], 0) + 1
             status = " ".join(f"{k}={v}" for k, v in sorted(statuses.items()))
-            if len(summaries) == 1:
-                status = f"{summaries[0]['id']} {summaries[0]['status']}"
+            if len(batches) == 1:
+                status = f"{batches[0]['id']} {batches[0]['status']}"
             pct = f"{100 * done / total:.1f}%" if total else "-"
             eta = _duration((total - done) / rate) if rate > 0 and total > done else "-"
             log.info(
@@ -321,6 +321,32 @@ class _Progress:
         return True
 
 
+def _counts(batch: dict[str, Any]) -> tuple[int, int, int]:
+    """``(total, completed, failed)`` of a batch as the service returned it."""
+    c = batch.get("request_counts") or {}
+    return int(c.get("total") or 0), int(c.get("completed") or 0), int(c.get("failed") or 0)
+
+
+async def _poll(poller: Any, batch_ids: list[str], max_age: float) -> list[Any]:
+    """Every batch at once; each result is the batch or the exception reading it raised."""
+    if len(batch_ids) == 1:  # the common case, without a task per poll
+        try:
+            return [await poller.get(batch_ids[0], max_age)]
+        except Exception as exc:
+            return [exc]
+    return await asyncio.gather(*(poller.get(b, max_age) for b in batch_ids), return_exceptions=True)
+
+
+async def _within(seconds: float | None, coro: Any) -> Any:
+    """Await ``coro``, raising ``asyncio.TimeoutError`` after ``seconds`` (None: no limit)."""
+    if seconds is None:
+        return await coro
+    if hasattr(asyncio, "timeout"):  # Python 3.11+: no extra task
+        async with asyncio.timeout(seconds):
+            return await coro
+    return await asyncio.wait_for(coro, seconds)
+
+
 def _aligned(delay: float) -> float:
     """``delay`` stretched to the next tick of a wall-clock grid a tenth of it wide (at most 5 s).
 
@@ -332,15 +358,18 @@ def _aligned(delay: float) -> float:
     return math.ceil(wake / grid) * grid - time.time()
 
 
-def _is_terminal(summary: dict[str, Any] | None) -> bool:
-    return summary is not None and BatchStatus.is_terminal(summary["status"])
+_TERMINAL = frozenset(s.value for s in BatchStatus.terminal())
 
 
-def _state(summary: dict[str, Any] | None) -> str:
-    if summary is None:
+def _is_terminal(batch: dict[str, Any] | None) -> bool:
+    return batch is not None and batch["status"] in _TERMINAL
+
+
+def _state(batch: dict[str, Any] | None) -> str:
+    if batch is None:
         return "(never read)"
-    c = summary["request_counts"]
-    return f"{summary['status']} {c['completed'] + c['failed']}/{c['total']}"
+    total, ok, failed = _counts(batch)
+    return f"{batch['status']} {ok + failed}/{total}"
 
 
 def _duration(seconds: float) -> str:

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 100
 MIN_PAGED = 5  # fewer unknown ids than this: retrieve them one by one
 MAX_LANES = 16
+MAX_WALKS = 4  # discovery walks a flush waits for while they keep finding its ids
+MAX_WALK_FAILURES = 3  # pages a walk may fail (5xx, network) and try again
 MAX_IN_FLIGHT = 32
 COALESCE_DELAY = 0.01  # seconds to gather concurrent requests into one flush
 WAKE_CHUNK = 25  # waiters woken per loop iteration
@@ -97,7 +99,7 @@ class BatchPoller:
         self._succ: dict[str, str] = {}
         self._unseen: set[str] = set()  # watched ids no page has shown yet
         self._unfindable: dict[str, float] = {}  # id -> when a discovery last missed it
-        self._discovery: asyncio.Task[None] | None = None
+        self._discovery: asyncio.Task[int] | None = None
         self._covering: dict[str, asyncio.Task[Any]] = {}  # id -> page in flight that will show it
         self._page_error: tuple[float, BaseException] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -181,9 +183,7 @@ class BatchPoller:
                 if len(known) >= 2:
                     steps.append(self._exact_pages(known))
                 if len(unknown) >= MIN_PAGED:
-                    if self._discovery is None or self._discovery.done():
-                        self._discovery = self._spawn(self._discover())
-                    steps.append(asyncio.shield(self._discovery))
+                    steps.append(self._find(unknown))
                 if steps:
                     await asyncio.gather(*steps, return_exceptions=True)
             left = [t for t in targets if t in self._inflight and not self._inflight[t].done()]
@@ -207,9 +207,11 @@ class BatchPoller:
         fut = self._inflight.get(batch_id)
         try:
             async with self._sem:
+                await self._turn()
+                if fut is None or fut.done():
+                    return  # a page answered it while this waited for its turn
                 self.stats["retrieves"] += 1
                 hook = await self._get_hook()
-                await self._turn()
                 batch = await hook.aget_batch(batch_id)
             raw = batch.model_dump() if hasattr(batch, "model_dump") else dict(batch)
         except Exception as exc:
@@ -247,6 +249,9 @@ class BatchPoller:
     async def _page(self, cursor: Any) -> tuple[list[dict[str, Any]], bool, int] | None:
         """Fetch one list page after ``cursor`` (``_HEAD``: the first page).
 
+        A cursor no page has shown yet (a discovery's guess) that the service rejects is just
+        a bad guess; a rejected head page or known cursor means listing does not work here.
+
         :return: the batches, whether more follow, how many no page had shown before;
             None if the page could not be had.
         """
@@ -267,6 +272,10 @@ class BatchPoller:
             more = bool(body.get("has_more"))
         except Exception as exc:
             status = getattr(exc, "status_code", None)
+            if status in (400, 404) and cursor is not _HEAD and cursor not in self._pred:
+                self._unfindable[cursor] = time.monotonic()
+                self._unseen.discard(cursor)
+                return None
             if status in (400, 404, 405, 501) or isinstance(exc, (KeyError, TypeError, ValueError)):
                 if self.paging:
                     log.warning(
@@ -340,13 +349,28 @@ class BatchPoller:
             if self._covering.get(bid) is task:
                 del self._covering[bid]
 
-    async def _discover(self) -> None:
-        """Walk the list in parallel lanes until every watched id has been seen (or budget)."""
+    async def _find(self, unknown: list[str]) -> None:
+        """Wait for discovery walks (shared by every flush) until ``unknown`` ids have been shown,
+        or a walk finds nothing more; whatever is left is then retrieved."""
+        for _ in range(MAX_WALKS):
+            if self._discovery is None or self._discovery.done():
+                self._discovery = self._spawn(self._discover())
+            found = await asyncio.shield(self._discovery)
+            left = [t for t in unknown if t in self._inflight and not self._inflight[t].done()]
+            if not found or len(left) < MIN_PAGED:
+                return
+
+    async def _discover(self) -> int:
+        """Walk the list in parallel lanes until every watched id has been seen (or budget).
+
+        :return: how many of the ids unseen at the start it found.
+        """
         unseen_at_start = len(self._unseen)
         if not unseen_at_start:
-            return
+            return 0
         lanes = max(1, min(MAX_LANES, math.ceil(unseen_at_start / PAGE_SIZE / 4)))
         budget = [2 * math.ceil(unseen_at_start / PAGE_SIZE) + 2 * lanes]
+        failures = [0]
         busy: set[Any] = set()
 
         async def lane(cursor: Any) -> None:
@@ -356,29 +380,44 @@ class BatchPoller:
                 result = await self._page(cursor)
                 busy.discard(cursor)
                 if result is None:
-                    return
-                data, more, fresh = result
-                # Walk on while this stretch is new and nobody has shown what follows it
-                # (two lanes side by side would otherwise fetch everything twice).
-                if more and data and fresh and data[-1]["id"] not in self._succ:
-                    cursor = data[-1]["id"]
-                    continue
+                    if self._page_error is not None or not self.paging:
+                        return  # refused or unsupported: stop walking
+                    if cursor is _HEAD or cursor not in self._unfindable:
+                        failures[0] += 1
+                        if failures[0] > MAX_WALK_FAILURES:
+                            return
+                        continue  # a 5xx or a network error: try that page again
+                    # else: a guessed cursor the service does not know; guess again
+                else:
+                    data, more, fresh = result
+                    # Walk on while this stretch is new and nobody has shown what follows it
+                    # (two lanes side by side would otherwise fetch everything twice).
+                    if more and data and fresh and data[-1]["id"] not in self._succ:
+                        cursor = data[-1]["id"]
+                        continue
                 candidates = [u for u in self._unseen if u not in busy]
                 if not candidates:
                     return
                 cursor = random.choice(candidates)  # jump to an id nobody has shown yet
+                self.stats["discovery_jumps"] += 1
+            if budget[0] <= 0:
+                self.stats["discovery_budget_spent"] += 1
 
         starts: list[Any] = [_HEAD]
         pool = list(self._unseen)
         starts += random.sample(pool, min(lanes - 1, len(pool)))
         self.stats["discoveries"] += 1
         await asyncio.gather(*(lane(c) for c in starts))
-        # Ids no lane could find (older than the walk reached, or not listed at all) are
-        # retrieved one by one for a while rather than sending every flush on a new walk.
-        now = time.monotonic()
-        for bid in set(pool) & self._unseen:
-            self._unfindable[bid] = now
-            self._unseen.discard(bid)
+        missed = set(pool) & self._unseen
+        found = len(pool) - len(missed)
+        if not found and not failures[0]:
+            # Listed nowhere the walk could reach (older than it went, or not listed at all):
+            # retrieved one by one for a while rather than sending every flush on a new walk.
+            now = time.monotonic()
+            for bid in missed:
+                self._unfindable[bid] = now
+                self._unseen.discard(bid)
+        return found
 
     async def _get_hook(self) -> OpenAIBatchHook:
         if self._hook is None:

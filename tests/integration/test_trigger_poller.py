@@ -1,0 +1,97 @@
+"""The shared poller behind OpenAIBatchTrigger, at a few hundred triggers, over real HTTP.
+
+Uses the benchmark's Batch server (``tests/benchmarks/trigger_scale.py``, its own
+process): unlike the emulator it rejects an unknown list cursor with 404, as a strict
+service may, and it can switch the list endpoint off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_batch_provider.triggers.openai_batch import OpenAIBatchTrigger
+from airflow_batch_provider.triggers.poller import get_poller
+
+pytestmark = pytest.mark.timeout(60)
+
+_BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "trigger_scale.py"
+
+
+def _bench_module() -> Any:
+    spec = importlib.util.spec_from_file_location("trigger_scale_bench", _BENCH)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[Any, str]]:
+    bench = _bench_module()
+    proc, base_url = bench.start_server(0.0)
+    try:
+        yield bench, base_url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def strict(server, openai_connection) -> tuple[Any, str, str]:
+    bench, base_url = server
+    bench._http(base_url, "POST", "/_bench/listing", {"enabled": True})
+    conn_id = openai_connection(
+        "strict_service", host=base_url, password=bench.API_KEY, extra={"max_retries": 0}
+    )
+    return bench, base_url, conn_id
+
+
+async def _run_all(triggers: list[OpenAIBatchTrigger]) -> list[dict[str, Any]]:
+    async def one(trigger: OpenAIBatchTrigger) -> dict[str, Any]:
+        events = [e.payload async for e in trigger.run()]
+        assert len(events) == 1
+        return events[0]
+
+    return await asyncio.gather(*(one(t) for t in triggers))
+
+
+async def test_hundreds_of_triggers_share_list_pages_and_a_typo_fails_alone(strict):
+    bench, base_url, conn_id = strict
+    ids = bench._http(base_url, "POST", "/_bench/create", {"n": 300, "complete_after": 0.6})["ids"]
+    bench._http(base_url, "POST", "/_bench/reset_stats", {})
+    poller = get_poller(conn_id)  # the instance the triggers below share
+
+    events = await _run_all(
+        [OpenAIBatchTrigger(conn_id=conn_id, batch_ids=[b], poll_interval=0.2) for b in ids]
+        + [OpenAIBatchTrigger(conn_id=conn_id, batch_ids=["batch_typo", ids[0]], poll_interval=0.2)]
+    )
+
+    assert [e["status"] for e in events[:-1]] == ["success"] * 300
+    assert (events[-1]["status"], events[-1]["reason"]) == ("error", "not_found")
+    assert "batch_typo" in events[-1]["message"]
+    assert poller.paging  # a rejected guess of a cursor is not "listing does not work"
+    seen = bench._http(base_url, "GET", "/_bench/stats")
+    # 300 triggers polling several times each: a few dozen requests, not a thousand
+    assert seen["list"] + seen["retrieve"] <= 60, (seen, dict(poller.stats))
+    assert seen["retrieve"] <= 10, (seen, dict(poller.stats))
+
+
+async def test_without_a_list_endpoint_every_batch_is_retrieved(strict):
+    bench, base_url, conn_id = strict
+    ids = bench._http(base_url, "POST", "/_bench/create", {"n": 20, "complete_after": 0.3})["ids"]
+    bench._http(base_url, "POST", "/_bench/listing", {"enabled": False})
+    poller = get_poller(conn_id)
+
+    events = await _run_all(
+        [OpenAIBatchTrigger(conn_id=conn_id, batch_ids=[b], poll_interval=0.1) for b in ids]
+    )
+
+    assert [e["status"] for e in events] == ["success"] * 20
+    assert not poller.paging
+    assert poller.stats["retrieves"] >= 20
