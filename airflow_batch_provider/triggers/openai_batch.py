@@ -405,6 +405,8 @@ def _classify(exc: BaseException) -> str:
         return _TRANSIENT if status in (408, 409, 429) or status >= 500 else _FATAL
     if isinstance(exc, BatchProviderError):
         return _FATAL
+    if isinstance(exc, RuntimeError) and "client has been closed" in str(exc):
+        return _TRANSIENT  # the shared client was closed under us; the next poll builds a new one
     name = {type(e).__name__ for e in _chain(exc)}
     if name & {"APIConnectionError", "APITimeoutError", "ConnectError", "ReadTimeout", "RemoteProtocolError"}:
         return _TRANSIENT

@@ -153,6 +153,8 @@ def _translated(err: Exception, translated: Exception) -> Exception:
         (_status_error(422), "fatal"),
         (openai.APIConnectionError(request=httpx2.Request("GET", "http://x")), "transient"),
         (ConnectionResetError(), "transient"),
+        (RuntimeError("Cannot send a request, as the client has been closed."), "transient"),
+        (RuntimeError("something else"), "fatal"),
         (BatchProviderError("rejected"), "fatal"),
         (KeyError("id"), "fatal"),
     ],
