@@ -281,7 +281,8 @@ class Chromium:
                 shot = self.screenshot("not-ready.png")
                 text = self.evaluate("document.body ? document.body.innerText : ''")
                 raise AssertionError(
-                    f"{url}: not ready ({ready}) after {timeout} s; page text:\n{text[:3000]}"
+                    f"{url}: not ready ({ready}) after {timeout} s (screenshot {shot}); "
+                    f"page text:\n{text[:3000]}"
                 )
             time.sleep(0.25)
         time.sleep(0.5)  # let fonts and the frame's layout settle before the screenshot
