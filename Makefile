@@ -44,6 +44,13 @@ airflow: venv
 stop:
 	if [ -x $(BIN)/python ]; then $(BIN)/python -m airflow_batch_provider.devstack stop; fi
 
+# Real Airflow processes (api-server, scheduler, dag-processor, triggerer) with emulators: the
+# example DAGs, the fault, secrets and bad-input drills (tests/system/README.md). Artifacts
+# (AIRFLOW_HOME, logs, landed files) stay in /tmp/airflow-batch-provider-system-test.
+system-test: venv
+	timeout -k 60 1500 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 \
+	  --basetemp=/tmp/airflow-batch-provider-system-test tests/system
+
 bench: venv
 	for f in tests/benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
 

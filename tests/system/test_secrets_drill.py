@@ -1,0 +1,136 @@
+"""Secrets drill: the API key of every connection is a distinctive ``sk-SECRET-DRILL-<hex>``
+(the emulators accept no other), and after all the runs of the session (this module runs
+after the other drills) it appears nowhere Airflow keeps things: log files (tasks,
+triggers, services, DAG processor), the metadata DB (every table, Fernet-encrypted values
+such as trigger kwargs decrypted), XComs and rendered template fields through the REST
+API, every trigger row seen while tasks were deferred, OpenLineage events, landed files.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.system.airflow_stack import AirflowStack
+from tests.system.conftest import DrillRun
+
+pytestmark = pytest.mark.timeout(180)
+
+
+class Scanner:
+    """Finds any of ``needles`` in files, DB cells (decrypting Fernet tokens) and JSON values."""
+
+    def __init__(self, needles: list[str], decrypt: Any) -> None:
+        self.needles = [n.encode() for n in needles]
+        self.decrypt = decrypt
+        self.hits: list[str] = []
+        self.scanned = {"files": 0, "bytes": 0, "db_cells": 0, "decrypted": 0, "values": 0}
+
+    def _check(self, data: bytes, where: str) -> None:
+        for needle in self.needles:
+            if needle in data:
+                at = data.index(needle)
+                self.hits.append(f"{where}: ...{data[max(0, at - 80) : at + 60]!r}...")
+
+    def file(self, path: Path) -> None:
+        data = path.read_bytes()
+        self.scanned["files"] += 1
+        self.scanned["bytes"] += len(data)
+        self._check(data, str(path))
+
+    def tree(self, root: Path) -> None:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            self.file(path)
+
+    def value(self, value: Any, where: str) -> None:
+        self.scanned["values"] += 1
+        self._check(json.dumps(value, default=str).encode(), where)
+
+    def database(self, db: Path) -> None:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+            tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            for table in tables:
+                for row in conn.execute(f'SELECT * FROM "{table}"'):
+                    for cell in row:
+                        self.cell(cell, table)
+
+    def cell(self, cell: Any, table: str) -> None:
+        if cell is None or isinstance(cell, (int, float)):
+            return
+        data = cell if isinstance(cell, bytes) else str(cell).encode()
+        self.scanned["db_cells"] += 1
+        self._check(data, f"table {table}")
+        if data.startswith(b"gAAAAA"):  # a Fernet token: look inside too
+            try:
+                plain = self.decrypt(data.decode())
+            except Exception:
+                return
+            self.scanned["decrypted"] += 1
+            self._check(plain.encode(), f"table {table} (decrypted)")
+
+
+@pytest.fixture(scope="module")
+def scanner(stack: AirflowStack, secret_key: str) -> Scanner:
+    # The full key and its unique part: a leak of either is a leak.
+    return Scanner([secret_key, secret_key.rsplit("-", 1)[1]], stack.decrypt)
+
+
+def test_the_key_is_in_use_and_the_scanner_finds_it_where_it_is(
+    stack: AirflowStack, emulators: dict[str, Any], secret_key: str, scanner: Scanner, tmp_path: Path
+) -> None:
+    """The drill means something only if the key was really used and a leak would be found."""
+    for emulator in emulators.values():
+        wrong = httpx.get(f"{emulator.base_url}/batches", headers={"Authorization": "Bearer sk-wrong"})
+        assert wrong.status_code == 401
+        right = httpx.get(f"{emulator.base_url}/batches", headers={"Authorization": f"Bearer {secret_key}"})
+        assert right.status_code == 200
+    assert secret_key in stack.env["AIRFLOW_CONN_OPENAI_DEFAULT"]
+    canary = Scanner([n.decode() for n in scanner.needles], stack.decrypt)
+    (tmp_path / "leak.log").write_text(f"key={secret_key}")
+    canary.tree(tmp_path)
+    from cryptography.fernet import Fernet
+
+    canary.cell(Fernet(stack.fernet_key.encode()).encrypt(secret_key.encode()).decode(), "canary")
+    assert len(canary.hits) == 2 + 2, canary.hits  # both needles, in the file and in the token
+
+
+def test_no_secret_in_logs_db_xcom_rendered_fields_triggers_lineage_or_landed_files(
+    stack: AirflowStack, baseline: DrillRun, system_root: Path, scanner: Scanner
+) -> None:
+    # 1. Every file of AIRFLOW_HOME: task attempt logs, trigger logs, service and DAG processor
+    #    logs, airflow.cfg, and the DB's raw bytes (freed pages keep deleted rows, such as fired
+    #    triggers); 2. the metadata DB row by row, Fernet-encrypted values decrypted.
+    scanner.tree(stack.home)
+    scanner.database(stack.db_path)
+    # 3. XComs and rendered template fields of every task instance of every run, via the API.
+    runs = 0
+    for dag in stack.api("GET", "/dags", params={"limit": 100})["dags"]:
+        for run in stack.api("GET", f"/dags/{dag['dag_id']}/dagRuns", params={"limit": 100})["dag_runs"]:
+            runs += 1
+            scanner.value(run.get("conf"), f"conf of {dag['dag_id']}/{run['dag_run_id']}")
+            for entry in stack.xcom_entries(dag["dag_id"], run["dag_run_id"]):
+                scanner.value(
+                    entry, f"XCom {dag['dag_id']}/{run['dag_run_id']}/{entry['task_id']}/{entry['key']}"
+                )
+            for ti in stack.task_instances(dag["dag_id"], run["dag_run_id"]):
+                scanner.value(ti.get("rendered_fields"), f"rendered fields of {ti['task_id']}")
+                scanner.value(ti, f"task instance {ti['task_id']}")
+    # 4. Every trigger row sampled while tasks were deferred (kwargs decrypted).
+    assert stack.trigger_samples, "no trigger row was ever seen: the drill saw no deferral"
+    for (trigger_id, _), row in stack.trigger_samples.items():
+        scanner.value(row, f"trigger {trigger_id} kwargs")
+    # 5. OpenLineage events (file transport) and 6. every landed file.
+    lineage = system_root / "openlineage"
+    assert any(p.stat().st_size for p in lineage.rglob("*") if p.is_file()), (
+        "no OpenLineage event was written"
+    )
+    scanner.tree(lineage)
+    scanner.tree(system_root / "landed")
+
+    assert runs >= 2 and scanner.scanned["files"] > 10, scanner.scanned
+    assert not scanner.hits, "the API key leaked:\n" + "\n".join(scanner.hits[:20])
