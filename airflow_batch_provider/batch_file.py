@@ -329,13 +329,17 @@ def _json_problem(text: str, error: ValueError) -> str:
     if text.startswith("\ufeff"):
         return "the line starts with a byte order mark (BOM): save the file as UTF-8 without BOM"
     if isinstance(error, json.JSONDecodeError):
+        # The text still ends in its newline, so an error at the end of the line would be
+        # reported on "line 2, column 1": count columns within this line only.
+        column = min(error.pos, len(text.rstrip("\r\n"))) + 1
         if error.msg == "Extra data":
             return (
-                f"unexpected data after the JSON object at column {error.colno}: "
+                f"unexpected data after the JSON object at column {column}: "
                 "put exactly one JSON object on each line"
             )
+        message = error.msg.removesuffix(" at")  # e.g. "Invalid control character at"
         return (
-            f"not valid JSON ({error.msg} at column {error.colno}): each line must be one "
+            f"not valid JSON ({message} at column {column}): each line must be one "
             "complete JSON object; check quotes, commas and escapes"
         )
     return f"not valid JSON ({error}): each line must be one complete JSON object"

@@ -79,6 +79,19 @@ def test_invalid_json_is_reported_with_line_and_column() -> None:
     assert "column 39" in problem.message and "one complete JSON object" in problem.message
 
 
+def test_a_line_cut_short_is_reported_at_its_end_not_on_the_next_line() -> None:
+    cut = b'{"custom_id": "q-1", "method": "POST"\n'
+    problem = only(validate_lines([line(0), cut]))
+    assert (problem.line, problem.code) == (2, "invalid_json_line")
+    assert f"column {len(cut)}" in problem.message, problem.message  # the newline's column
+
+
+def test_an_unterminated_string_has_a_readable_message() -> None:
+    problem = only(validate_lines([b'{"custom_id": "q-1", "method": "PO\n']))
+    assert "Invalid control character at column 35" in problem.message  # the newline
+    assert " at at " not in problem.message
+
+
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_infinity_are_rejected_although_json_loads_accepts_them(constant: str) -> None:
     raw = line(0).replace(b'"gpt-4o-mini"', b'"gpt-4o-mini", "temperature": ' + constant.encode())
