@@ -11,7 +11,7 @@ several batches; the service's own limit is 50,000 requests per batch.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from _lib import classification, storage
 from airflow.sdk import Param, dag, task
@@ -42,6 +42,8 @@ TEMPLATE = ChatTemplate(
         "max_requests_per_batch": Param(50_000, type="integer", minimum=1, maximum=50_000),
         "limit": Param(None, type=["null", "integer"], description="Only the first N rows"),
     },
+    # Retrying is safe: submit and fetch re-attach to their batches, never paying twice.
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=30)},
     render_template_as_native_obj=True,  # "{{ params.max_requests_per_batch }}" renders as an int
     user_defined_filters={"slug": storage.slug},
     tags=["openai-batch", "example"],

@@ -13,7 +13,7 @@ matches of each query to ``answers.md``.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from _lib import embeddings, storage
 from _lib.nn_index import NearestNeighbourIndex
@@ -37,7 +37,11 @@ VECTORS = Asset(name="help_centre_vectors", uri=VECTORS_URL)
 START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 
-@dag(schedule="@daily", start_date=START, catchup=False, max_active_runs=1,
+# Retrying is safe: submit and fetch re-attach to their batches, never paying twice.
+RETRY = {"retries": 1, "retry_delay": timedelta(seconds=30)}
+
+
+@dag(schedule="@daily", start_date=START, catchup=False, max_active_runs=1, default_args=RETRY,
      user_defined_filters={"slug": storage.slug}, tags=["openai-batch", "example"], doc_md=__doc__)
 def embedding_refresh():
     @task
@@ -95,7 +99,7 @@ def embedding_refresh():
 DEFAULT_QUERIES = ["my lamp keeps flickering", "how do I get my money back", "connect the lamp to wifi"]
 
 
-@dag(schedule=[VECTORS], start_date=START, catchup=False, max_active_runs=1,
+@dag(schedule=[VECTORS], start_date=START, catchup=False, max_active_runs=1, default_args=RETRY,
      user_defined_filters={"slug": storage.slug}, tags=["openai-batch", "example"],
      params={"queries": Param(DEFAULT_QUERIES, type="array", description="Questions to search for")},
      doc_md=__doc__)

@@ -11,7 +11,7 @@ match and contains), ``accuracy.svg`` (per category, and across past runs) and
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from _lib import evaluation, report, storage
 from airflow.sdk import Asset, dag, task
@@ -34,6 +34,8 @@ def load_eval_set() -> list[dict]:
     start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
+    # Retrying is safe: submit and fetch re-attach to their batches, never paying twice.
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=30)},
     user_defined_filters={"slug": storage.slug},  # run ids contain ':' and '+'
     tags=["openai-batch", "example"],
     doc_md=__doc__,
