@@ -4,6 +4,12 @@ A reader of the final path sees either nothing (or the previous version) or the
 complete file: bytes go to a temporary object beside it, which is renamed into
 place once complete (copy and delete where the filesystem has no rename). The
 temporary object is removed on any failure.
+
+Local destinations (plain paths, ``file://``) are written with plain ``open`` and
+``os.replace``, never through fsspec: its first use loads every provider's
+filesystem. Receiving and writing overlap: a writer thread hashes, counts and
+writes (hashlib and file writes release the GIL) while the caller receives the next
+chunks, through a bounded queue, so memory stays the same whatever the size.
 """
 
 from __future__ import annotations
@@ -12,10 +18,12 @@ import contextlib
 import hashlib
 import logging
 import os
+import queue
+import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -24,6 +32,9 @@ log = logging.getLogger(__name__)
 
 _LOCAL_PROTOCOLS = {"", "file", "local"}
 _READ_CHUNK = 1024 * 1024
+_BATCH = 1024 * 1024  # bytes handed to the writer thread at a time
+_QUEUE_DEPTH = 4  # batches in flight: at most ~6 MiB held, whatever the file size
+_WRITEBACK = 8 * 1024 * 1024  # start flushing local data to disk every 8 MiB
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,20 @@ class LandedFile:
         return asdict(self)
 
 
+def _count_newlines(chunk: bytes) -> int:
+    # find() is memchr, several times faster than count()'s byte loop over long lines (result
+    # lines are ~1 KB and up); where lines are short, count() takes over after a few.
+    limit = len(chunk) >> 10
+    found = 0
+    at = chunk.find(b"\n")
+    while at >= 0:
+        found += 1
+        if found > limit:
+            return found + chunk.count(b"\n", at + 1)
+        at = chunk.find(b"\n", at + 1)
+    return found
+
+
 class _Digest:
     """Running size, sha256 and line count of a byte stream."""
 
@@ -53,7 +78,7 @@ class _Digest:
         if not chunk:
             return
         self.size += len(chunk)
-        self.newlines += chunk.count(b"\n")
+        self.newlines += _count_newlines(chunk)
         self.last = chunk[-1:]
         self.sha.update(chunk)
 
@@ -91,12 +116,93 @@ def _uri(path: ObjectStoragePath) -> str:
 
 
 def _is_local(path: ObjectStoragePath) -> bool:
+    # Reads the URL only: ``path.fs`` would load every provider's filesystem.
     return (path.protocol or "") in _LOCAL_PROTOCOLS
 
 
-def _temp_sibling(final: ObjectStoragePath) -> ObjectStoragePath:
+def _temp_name(name: str) -> str:
     # Beside the final object: same filesystem (local rename is atomic) and same bucket.
-    return final.parent / f".{final.name}.{uuid.uuid4().hex[:12]}.partial"
+    return f".{name}.{uuid.uuid4().hex[:12]}.partial"
+
+
+def _pump(
+    chunks: Iterable[bytes], out: IO[bytes], after_write: Callable[[int], None] | None = None
+) -> _Digest:
+    """Write ``chunks`` to ``out`` on a writer thread while this thread reads the next ones.
+
+    :param after_write: called on the writer thread with the total written so far.
+    :raises Exception: what reading ``chunks`` or writing raised (writes queued before
+        a read error are finished first; the caller discards the object anyway).
+    """
+    digest = _Digest()
+    pending: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            while (batch := pending.get()) is not None:
+                for chunk in batch:
+                    digest.update(chunk)
+                    out.write(chunk)
+                if after_write is not None:
+                    after_write(digest.size)
+        except BaseException as err:
+            failed.append(err)
+            while pending.get() is not None:  # keep taking so the reader never blocks on a full queue
+                pass
+
+    writer = threading.Thread(target=write, name="batch-landing-writer", daemon=True)
+    writer.start()
+    try:
+        batch: list[bytes] = []
+        size = 0
+        for chunk in chunks:
+            batch.append(chunk)
+            size += len(chunk)
+            if size >= _BATCH:
+                pending.put(batch)
+                batch, size = [], 0
+                if failed:
+                    break
+        pending.put(batch)
+    finally:
+        pending.put(None)
+        writer.join()
+    if failed:
+        with contextlib.suppress(Exception):
+            getattr(chunks, "close", lambda: None)()  # release the source (a response) now
+        raise failed[0]
+    return digest
+
+
+def _write_local(path: str, chunks: Iterable[bytes]) -> _Digest:
+    """Land ``chunks`` at local ``path`` through a temporary file beside it and ``os.replace``."""
+    directory, name = os.path.split(path)
+    os.makedirs(directory or ".", exist_ok=True)
+    tmp = os.path.join(directory, _temp_name(name))
+    try:
+        with open(tmp, "xb") as out:
+            flushed = 0
+
+            def start_writeback(written: int) -> None:
+                # DONTNEED on pages just written starts their writeback without waiting (dirty
+                # pages stay cached), so the closing fsync has little left (Linux; else fsync does all).
+                nonlocal flushed
+                if written - flushed >= _WRITEBACK and hasattr(os, "posix_fadvise"):
+                    out.flush()
+                    with contextlib.suppress(OSError):
+                        os.posix_fadvise(out.fileno(), flushed, written - flushed, os.POSIX_FADV_DONTNEED)
+                    flushed = written
+
+            digest = _pump(chunks, out, start_writeback)
+            out.flush()
+            os.fsync(out.fileno())  # durable before it becomes visible under its final name
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return digest
 
 
 def _commit(tmp: ObjectStoragePath, final: ObjectStoragePath) -> None:
@@ -124,6 +230,18 @@ def _remove_quietly(path: ObjectStoragePath) -> None:
         log.warning("Could not remove the temporary object %s; delete it by hand", path, exc_info=True)
 
 
+def _write_remote(final: ObjectStoragePath, chunks: Iterable[bytes]) -> _Digest:
+    tmp = final.parent / _temp_name(final.name)
+    try:
+        with tmp.fs.open(tmp.path, "wb") as out:
+            digest = _pump(chunks, out)
+        _commit(tmp, final)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    return digest
+
+
 def write_atomically(destination: ObjectStoragePath | str, chunks: Iterable[bytes]) -> LandedFile:
     """Stream ``chunks`` to ``destination`` so that it appears complete or not at all.
 
@@ -134,24 +252,7 @@ def write_atomically(destination: ObjectStoragePath | str, chunks: Iterable[byte
         object is removed first and the final path is left untouched.
     """
     final = as_object_storage_path(destination)
-    if _is_local(final):
-        final.fs.makedirs(final.parent.path, exist_ok=True)
-    tmp = _temp_sibling(final)
-    digest = _Digest()
-    try:
-        with tmp.fs.open(tmp.path, "wb") as out:
-            for chunk in chunks:
-                digest.update(chunk)
-                out.write(chunk)
-            if _is_local(final):
-                # Durable before it becomes visible under its final name.
-                out.flush()
-                with contextlib.suppress(AttributeError, OSError, ValueError):
-                    os.fsync(out.fileno())
-        _commit(tmp, final)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
+    digest = _write_local(final.path, chunks) if _is_local(final) else _write_remote(final, chunks)
     return digest.landed(_uri(final))
 
 
@@ -161,11 +262,17 @@ def checksum_of(path: ObjectStoragePath | str) -> LandedFile | None:
     Streams the object; used to tell whether a file already landed intact.
     """
     target = as_object_storage_path(path)
-    fs = target.fs
-    if not fs.exists(target.path) or fs.isdir(target.path):
-        return None
     digest = _Digest()
-    with fs.open(target.path, "rb") as src:
+    if _is_local(target):
+        if not os.path.isfile(target.path):
+            return None
+        opened: IO[bytes] = open(target.path, "rb")
+    else:
+        fs = target.fs
+        if not fs.exists(target.path) or fs.isdir(target.path):
+            return None
+        opened = fs.open(target.path, "rb")
+    with opened as src:
         while chunk := src.read(_READ_CHUNK):
             digest.update(chunk)
     return digest.landed(_uri(target))

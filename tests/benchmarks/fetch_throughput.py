@@ -18,7 +18,9 @@ What it does, in one run:
      file, atomic rename). Its peak RSS is the whole process's ``ru_maxrss``, Airflow and
      the SDK imports included; the RSS before the download is printed beside it.
 
-   The two landed files are compared by sha256.
+   The two landed files are compared by sha256. CPU seconds are printed beside the
+   wall-clock figures (the machine may be shared): curl's whole process, the landing's
+   ``download_file`` call (all its threads), and the emulator's while serving each.
 4. Joins 50,000 results (``results.join_results`` over a 50,000-request input and its
    output file, writing results.jsonl) in a fresh process and reports its peak RSS.
 
@@ -185,20 +187,22 @@ def child_land(base_url: str, file_id: str, target: str) -> None:
     hook = OpenAIBatchHook(conn_id="fetch_bench")
     hook.get_file(file_id)
     imports = _rss_mb()
-    # First use of ObjectStoragePath loads every provider's filesystem (boto3 with the amazon
-    # provider): a one-time cost of any Airflow process, measured apart from the landing.
+    # A first small landing, so one-time costs show in "before" rather than in the growth.
+    # (Local landing no longer goes through fsspec, whose first use loads every provider's
+    # filesystem, boto3 with the amazon provider: ~10 MB.)
     from airflow_batch_provider.storage import write_atomically
 
     write_atomically("file://" + target + ".warmup", [b"{}\n"])
     os.unlink(target + ".warmup")
     baseline = _rss_mb()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     landed = hook.download_file(file_id, "file://" + target)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     print(
         json.dumps(
             {
                 "seconds": seconds,
+                "cpu_seconds": cpu,
                 "bytes": landed.bytes,
                 "sha256": landed.sha256,
                 "lines": landed.lines,
@@ -258,9 +262,19 @@ def child_join(workdir: str) -> None:
 # ---- main ---------------------------------------------------------------------------------
 
 
-def curl(base_url: str, file_id: str, target: Path) -> float:
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def curl(base_url: str, file_id: str, target: Path) -> tuple[float, float]:
+    """``curl -o`` the file; return (wall seconds, CPU seconds of curl)."""
     started = time.perf_counter()
-    subprocess.run(
+    proc = subprocess.Popen(
         [
             "curl",
             "-sS",
@@ -271,9 +285,13 @@ def curl(base_url: str, file_id: str, target: Path) -> float:
             f"Authorization: Bearer {API_KEY}",
             f"{base_url}/files/{file_id}/content",
         ],
-        check=True,
     )
-    return time.perf_counter() - started
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"curl failed with {proc.returncode}")
+    return seconds, usage.ru_utime + usage.ru_stime
 
 
 def sha256_of(path: Path) -> str:
@@ -284,20 +302,29 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def measure(base_url: str, info: dict, target: Path, rounds: int) -> dict:
+def measure(base_url: str, info: dict, target: Path, rounds: int, server_pid: int) -> dict:
     """Best of ``rounds`` for curl and landing (alternating who goes first: the load drifts)."""
-    out = {"curl_seconds": float("inf"), "land_seconds": float("inf"), "peak": 0.0, "imports": 0.0,
+    inf = float("inf")
+    out = {"curl_seconds": inf, "land_seconds": inf, "curl_cpu": inf, "land_cpu": inf,
+           "server_cpu_curl": inf, "server_cpu_land": inf, "peak": 0.0, "imports": 0.0,
            "baseline": 0.0, "same": True}  # fmt: skip
     for i in range(rounds):
         order = ("curl", "land") if i % 2 == 0 else ("land", "curl")
         shas = {}
         for step in order:
+            server_cpu = _proc_cpu(server_pid)
             if step == "curl":
-                out["curl_seconds"] = min(out["curl_seconds"], curl(base_url, info["id"], target))
+                seconds, cpu = curl(base_url, info["id"], target)
+                out["curl_seconds"] = min(out["curl_seconds"], seconds)
+                out["curl_cpu"] = min(out["curl_cpu"], cpu)
+                out["server_cpu_curl"] = min(out["server_cpu_curl"], _proc_cpu(server_pid) - server_cpu)
                 shas["curl"] = sha256_of(target)
             else:
                 result, rss = _run_child(["--child-land", base_url, info["id"], str(target)])
+                # Includes the child's own get_file calls: a few milliseconds of the server's CPU.
+                out["server_cpu_land"] = min(out["server_cpu_land"], _proc_cpu(server_pid) - server_cpu)
                 out["land_seconds"] = min(out["land_seconds"], result["seconds"])
+                out["land_cpu"] = min(out["land_cpu"], result["cpu_seconds"])
                 out["peak"] = max(out["peak"], rss)
                 out["imports"] = max(out["imports"], result["imports_rss_mb"])
                 out["baseline"] = max(out["baseline"], result["baseline_rss_mb"])
@@ -331,9 +358,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{'size':>10} {'curl MB/s':>10} {'land MB/s':>10} {'ratio':>6} {'peak RSS':>9} "
             f"{'imports':>8} {'before':>7} {'growth':>7}  content"
         )
+        cpu_rows: list[str] = []
         for size in sizes:
             info = files[size]
-            m = measure(base_url, info, out_dir / f"{size}.jsonl", args.rounds)
+            m = measure(base_url, info, out_dir / f"{size}.jsonl", args.rounds, emulator.pid)
             same = "same sha256" if m["same"] else "DIFFERS"
             if not m["same"]:
                 failures.append(f"{human(size)}: landed file differs from the served one")
@@ -346,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{human(size):>10} {mbps_curl:>10.0f} {mbps_land:>10.0f} {ratio:>6.2f} {peak:>9.1f} "
                 f"{imports:>8.1f} {baseline:>7.1f} {peak - baseline:>7.1f}  {same}"
             )
+            cpu_rows.append(
+                f"{human(size):>10} {m['curl_cpu']:>9.2f} {m['land_cpu']:>9.2f} "
+                f"{m['server_cpu_curl']:>13.2f} {m['server_cpu_land']:>13.2f} "
+                f"{info['bytes'] / m['land_cpu'] / 1e6:>13.0f}"
+            )
             if ratio < MIN_RATIO:
                 failures.append(f"{human(size)}: landing at {ratio:.2f}x curl, target >= {MIN_RATIO}x")
             if peak > MAX_RSS_MB:
@@ -354,6 +387,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"{baseline:.1f} MB of it before the first byte (Airflow, SDK and filesystem "
                     f"imports), {peak - baseline:.1f} MB while landing"
                 )
+        print(
+            f"\nCPU seconds (best of {args.rounds}; under load these vary less than wall clock):\n"
+            f"{'size':>10} {'curl cpu':>9} {'land cpu':>9} {'server (curl)':>13} "
+            f"{'server (land)':>13} {'land MB/cpu-s':>13}"
+        )
+        print("\n".join(cpu_rows))
         result, rss = _run_child(["--child-join", str(root)])
         print(
             f"\njoin of {result['total']} results ({result['succeeded']} succeeded): "

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from airflow_batch_provider import storage
 from airflow_batch_provider.storage import (
     LandedFile,
     as_object_storage_path,
@@ -56,6 +57,9 @@ def test_replaces_an_existing_file(tmp_path):
 
 
 def test_copy_and_delete_where_there_is_no_rename(tmp_path, monkeypatch):
+    # The object-store path (s3://, gs://, ...), run on the local filesystem with its rename removed.
+    monkeypatch.setattr(storage, "_LOCAL_PROTOCOLS", set())
+    (tmp_path / "run1").mkdir()
     dest = as_object_storage_path(tmp_path / "run1" / "out.jsonl")
     fs = dest.fs
     copied = []
@@ -74,6 +78,56 @@ def test_copy_and_delete_where_there_is_no_rename(tmp_path, monkeypatch):
     assert (tmp_path / "run1" / "out.jsonl").read_bytes() == b"a\nb\n"
     assert landed.lines == 2 and len(copied) == 1 and copied[0][1] == dest.path
     assert os.listdir(tmp_path / "run1") == ["out.jsonl"]
+
+
+def test_local_landing_never_loads_fsspec(tmp_path, monkeypatch):
+    # ObjectStoragePath.fs loads every provider's filesystem (~10 MB): local paths must not need it.
+    from airflow.sdk import ObjectStoragePath
+
+    def no_fs(self):
+        raise AssertionError("ObjectStoragePath.fs used for a local path")
+
+    monkeypatch.setattr(ObjectStoragePath, "fs", property(no_fs))
+    dest = as_object_storage_path(f"file://{tmp_path}/a/out.jsonl")
+    landed = write_atomically(dest, [b"x\n"])
+    assert checksum_of(dest) == landed and checksum_of(tmp_path / "a" / "nope") is None
+
+
+def test_many_batches_land_whole_and_in_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(storage, "_WRITEBACK", 1 << 20)  # exercise the early writeback too
+    chunks = [(b"%06d " % i) * 9000 + b"\n" for i in range(100)]  # ~6 MiB, many writer batches
+    landed = write_atomically(tmp_path / "big.jsonl", iter(chunks))
+    data = b"".join(chunks)
+    assert (tmp_path / "big.jsonl").read_bytes() == data
+    assert (landed.bytes, landed.sha256, landed.lines) == (len(data), hashlib.sha256(data).hexdigest(), 100)
+
+
+def test_writer_failure_stops_the_reader_and_leaves_nothing(tmp_path, monkeypatch):
+    target = tmp_path / "out.jsonl"
+    target.write_bytes(b"old\n")
+    real_update = storage._Digest.update
+
+    def fail_after_2_mib(digest, chunk):
+        if digest.size > 2 << 20:
+            raise OSError(28, "No space left on device")
+        real_update(digest, chunk)
+
+    monkeypatch.setattr(storage._Digest, "update", fail_after_2_mib)
+    read = []
+    closed = []
+
+    def source():
+        try:
+            for i in range(10_000):  # 640 MB if the reader did not stop
+                read.append(i)
+                yield b"y" * 65535 + b"\n"
+        finally:
+            closed.append(True)
+
+    with pytest.raises(OSError, match="No space"):
+        write_atomically(target, source())
+    assert target.read_bytes() == b"old\n" and os.listdir(tmp_path) == ["out.jsonl"]
+    assert len(read) < 200 and closed == [True]
 
 
 def test_checksum_of_matches_what_landed(tmp_path):
