@@ -315,12 +315,20 @@ class AirflowStack:
         return self._token
 
     def api(self, method: str, path: str, *, expect: Iterable[int] = (200,), **kwargs: Any) -> Any:
-        """Call ``/api/v2<path>`` with the token; return the JSON body (retries once on 401)."""
-        for attempt in (1, 2):
+        """Call ``/api/v2<path>`` with the token; return the JSON body.
+
+        Retries once on 401 (token expired) and a few times on "Database error" 500s: SQLite
+        answers "database is locked" when the scheduler writes at the same moment, and the
+        api-server rolls that request back, so trying again is safe.
+        """
+        for attempt in range(1, 7):
             headers = {"Authorization": f"Bearer {self.token()}"}
             response = self._client.request(method, f"/api/v2{path}", headers=headers, **kwargs)
             if response.status_code == 401 and attempt == 1:
                 self._token = None
+                continue
+            if response.status_code == 500 and "Database error" in response.text and attempt < 6:
+                time.sleep(attempt)
                 continue
             break
         if response.status_code not in tuple(expect):
