@@ -51,7 +51,9 @@ def dataset_ids(path: Any) -> tuple[str, str]:
     protocol = p.protocol or "file"
     if protocol in ("file", "local"):
         return "file", "/" + p.key.lstrip("/")
-    namespace = f"{protocol}://{p.bucket}" if p.bucket else protocol
+    # Airflow < 3.2 keeps the connection id in the bucket (``aws_x@bucket``): never name it.
+    bucket = (p.bucket or "").rpartition("@")[2]
+    namespace = f"{protocol}://{bucket}" if bucket else protocol
     return namespace, p.key
 
 

@@ -108,11 +108,36 @@ def as_object_storage_path(location: str | os.PathLike[str] | ObjectStoragePath)
     return ObjectStoragePath(text)
 
 
-def _uri(path: ObjectStoragePath) -> str:
-    """The object's URI without the Airflow connection id (``s3://bucket/key``), as lineage names it."""
-    text = str(path)
+def conn_id_of(path: ObjectStoragePath) -> str | None:
+    """The Airflow connection of ``path``, if any.
+
+    An attribute from Airflow 3.2; before, only a storage option (``path.conn_id`` is absent).
+    """
     conn_id = getattr(path, "conn_id", None)
-    return text.replace(f"://{conn_id}@", "://", 1) if conn_id else text
+    if conn_id is None:
+        conn_id = (getattr(path, "storage_options", None) or {}).get("conn_id")
+    return conn_id or None
+
+
+def strip_userinfo(uri: str) -> str:
+    """``uri`` without any ``user[:password]@`` in its authority (``s3://conn@bucket/k`` -> ``s3://bucket/k``).
+
+    String surgery only (no URL parsing), so the rest of the URI is kept byte for byte.
+    """
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    authority, slash, tail = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{tail}"
+
+
+def _uri(path: ObjectStoragePath) -> str:
+    """The object's URI without the Airflow connection id (``s3://bucket/key``), as lineage names it.
+
+    ``str(path)`` carries the connection id as user info (``s3://conn@bucket/key``) in every
+    supported Airflow, whether the path was made from such a URL or with ``conn_id=``.
+    """
+    return strip_userinfo(str(path))
 
 
 def _is_local(path: ObjectStoragePath) -> bool:

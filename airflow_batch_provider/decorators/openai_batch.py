@@ -13,9 +13,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk.bases.decorator import (
     DecoratedOperator,
     TaskDecorator,
-    determine_kwargs,
     task_decorator_factory,
 )
+
+try:
+    from airflow.sdk.bases.decorator import determine_kwargs
+except ImportError:  # Airflow < 3.2 has it in airflow.utils.operator_helpers only
+    from airflow.utils.operator_helpers import determine_kwargs  # type: ignore[no-redef]
 from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
 from airflow.sdk.definitions.context import context_merge
 

@@ -44,7 +44,7 @@ from airflow_batch_provider.idempotency import (
 from airflow_batch_provider.lineage import asset_extra, emit_asset_events, fetch_lineage, public_uri
 from airflow_batch_provider.links import OpenAIBatchManifestLink, persist_landed_manifest
 from airflow_batch_provider.results import BatchResults, InputShard, join_results
-from airflow_batch_provider.storage import as_object_storage_path, checksum_of, write_atomically
+from airflow_batch_provider.storage import as_object_storage_path, checksum_of, conn_id_of, write_atomically
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -564,11 +564,12 @@ def _read_json(dest: ObjectStoragePath) -> dict[str, Any] | None:
 def _read_lines(dest: ObjectStoragePath, uri: str) -> Iterator[bytes]:
     """Stream the lines of a landed file (opened lazily, on first ``next()``)."""
     path = as_object_storage_path(uri)
-    if path.protocol not in ("", "file", "local") and getattr(dest, "conn_id", None):
+    conn_id = conn_id_of(dest)
+    if path.protocol not in ("", "file", "local") and conn_id:
         # The public URI dropped the storage connection: take it from the destination.
         from airflow.sdk import ObjectStoragePath
 
-        path = ObjectStoragePath(uri, conn_id=dest.conn_id)
+        path = ObjectStoragePath(uri, conn_id=conn_id)
     with path.open("rb") as handle:
         yield from iter_lines(handle)
 

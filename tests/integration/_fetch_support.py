@@ -77,7 +77,10 @@ def first_event(trigger: Any, timeout: float = 60.0) -> dict[str, Any]:
 
 def run_operator(make_op: Callable[[], Any], context: dict[str, Any], *, max_deferrals: int = 20) -> dict:
     """Run a (deferrable) operator to completion the way a worker + triggerer would."""
-    from airflow.sdk.exceptions import TaskDeferred
+    try:
+        from airflow.sdk.exceptions import TaskDeferred
+    except ImportError:  # Airflow 3.1
+        from airflow.exceptions import TaskDeferred  # type: ignore[no-redef]
 
     context["deferrals"] = []
     op = make_op()

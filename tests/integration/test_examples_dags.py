@@ -33,17 +33,22 @@ PARSE_SCRIPT = """
 import json, sys, warnings
 import airflow.sdk  # Airflow's own import-time warnings are not ours
 from pathlib import Path
-from airflow.serialization.serialized_objects import DagSerialization
+try:
+    from airflow.serialization.serialized_objects import DagSerialization
+except ImportError:  # Airflow < 3.2
+    from airflow.serialization.serialized_objects import SerializedDAG as DagSerialization
 try:
     from airflow.dag_processing.dagbag import BundleDagBag
-except ImportError:  # Airflow < 3.2
+    bag_kwargs = {"bundle_name": "dags-folder"}
+except ImportError:  # Airflow < 3.2: no BundleDagBag, and DagBag takes no bundle_name
     from airflow.models.dagbag import DagBag as BundleDagBag
+    bag_kwargs = {}
 warnings.simplefilter("error")  # any warning while parsing the examples is a failure...
 # ...except Airflow's own, from reading .airflowignore with a newer pathspec.
 warnings.filterwarnings("ignore", message="GitWildMatchPattern", category=DeprecationWarning)
 # As the dag processor parses the dags-folder bundle (which also puts it on sys.path).
 sys.path.append(sys.argv[1])
-bag = BundleDagBag(dag_folder=sys.argv[1], bundle_path=Path(sys.argv[1]), bundle_name="dags-folder")
+bag = BundleDagBag(dag_folder=sys.argv[1], bundle_path=Path(sys.argv[1]), **bag_kwargs)
 for dag in bag.dags.values():
     DagSerialization.serialize_dag(dag)  # what the dag processor stores
 print(json.dumps({"dags": sorted(bag.dag_ids), "errors": bag.import_errors,

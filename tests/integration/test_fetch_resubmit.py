@@ -119,7 +119,10 @@ def test_retryable_failures_go_out_until_max_resubmits(
 def test_a_retry_reattaches_to_the_resubmitted_batch(
     batch_emulator: Any, emulator_conn_id: str, tmp_path: Path
 ) -> None:
-    from airflow.sdk.exceptions import TaskDeferred
+    try:
+        from airflow.sdk.exceptions import TaskDeferred
+    except ImportError:  # Airflow 3.1
+        from airflow.exceptions import TaskDeferred  # type: ignore[no-redef]
 
     hook = OpenAIBatchHook(conn_id=emulator_conn_id)
     batch = submit_batch(hook, request_lines(3, special={0: SERVER_ERROR}))

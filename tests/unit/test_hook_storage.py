@@ -12,6 +12,8 @@ from airflow_batch_provider.storage import (
     LandedFile,
     as_object_storage_path,
     checksum_of,
+    conn_id_of,
+    strip_userinfo,
     write_atomically,
 )
 
@@ -143,5 +145,19 @@ def test_as_object_storage_path(tmp_path, monkeypatch):
     local = as_object_storage_path("rel/out.jsonl")
     assert local.protocol == "file" and local.path == f"{tmp_path}/rel/out.jsonl"
     s3 = as_object_storage_path("s3://aws_x@bucket/key/out.jsonl")
-    assert (s3.protocol, s3.conn_id, s3.bucket, s3.key) == ("s3", "aws_x", "bucket", "key/out.jsonl")
+    # ``conn_id_of``, not ``.conn_id``: Airflow < 3.2 keeps it in the storage options only.
+    assert (s3.protocol, conn_id_of(s3), s3.key) == ("s3", "aws_x", "key/out.jsonl")
+    assert storage._uri(s3) == "s3://bucket/key/out.jsonl"
     assert as_object_storage_path(s3) is s3
+    assert conn_id_of(local) is None
+
+
+def test_uri_never_carries_the_connection_id():
+    from airflow.sdk import ObjectStoragePath
+
+    path = ObjectStoragePath("s3://bucket/evals/", conn_id="aws_x") / "b1" / "out.jsonl"
+    assert conn_id_of(path) == "aws_x"
+    assert storage._uri(path) == "s3://bucket/evals/b1/out.jsonl"
+    assert strip_userinfo("s3://user:pa55@bucket/k@v") == "s3://bucket/k@v"
+    assert strip_userinfo("file:///tmp/a@b") == "file:///tmp/a@b"
+    assert strip_userinfo("/tmp/a") == "/tmp/a"
