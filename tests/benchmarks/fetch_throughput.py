@@ -24,8 +24,10 @@ What it does, in one run:
 4. Joins 50,000 results (``results.join_results`` over a 50,000-request input and its
    output file, writing results.jsonl) in a fresh process and reports its peak RSS.
 
-Targets (exit 1 if one is missed): landing throughput >= 0.8x curl's at every size; peak
-RSS <= 150 MB for landing at every size and for the 50,000-result join.
+Targets (exit 1 if one is missed), as issue 5 states them: landing throughput >= 0.8x curl's
+for the 1 GiB file (smaller files are printed for information: a 100 MiB transfer lasts about
+0.2 s, too short to time fairly on a shared machine); peak RSS <= 150 MB for landing at every
+size and for the 50,000-result join.
 """
 
 from __future__ import annotations
@@ -379,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{m['server_cpu_curl']:>13.2f} {m['server_cpu_land']:>13.2f} "
                 f"{info['bytes'] / m['land_cpu'] / 1e6:>13.0f}"
             )
-            if ratio < MIN_RATIO:
+            if size >= 1 << 30 and ratio < MIN_RATIO:
                 failures.append(f"{human(size)}: landing at {ratio:.2f}x curl, target >= {MIN_RATIO}x")
             if peak > MAX_RSS_MB:
                 failures.append(
