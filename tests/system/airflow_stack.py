@@ -145,8 +145,9 @@ class AirflowStack:
         self._client = httpx.Client(base_url=self.base_url, timeout=30)
         self._sampler: threading.Thread | None = None
         self._sampling = threading.Event()
-        #: every trigger row seen while the stack ran: {(trigger id, triggerer id): decrypted kwargs}
-        self.trigger_samples: dict[tuple[int, int | None], dict[str, Any]] = {}
+        #: every trigger row seen while the stack ran, by (trigger id, triggerer id, kwargs text):
+        #: SQLite reuses the id of a deleted row, so the id alone does not name one trigger.
+        self.trigger_samples: dict[tuple[int, int | None, str], dict[str, Any]] = {}
 
     # ---- configuration -----------------------------------------------------------------
 
@@ -492,7 +493,7 @@ class AirflowStack:
             while not self._sampling.wait(0.3):
                 with contextlib.suppress(Exception):
                     for row in self.triggers():
-                        self.trigger_samples[(row["id"], row["triggerer_id"])] = row
+                        self.trigger_samples[(row["id"], row["triggerer_id"], row["kwargs_text"])] = row
 
         self._sampler = threading.Thread(target=sample, name="trigger-sampler", daemon=True)
         self._sampler.start()

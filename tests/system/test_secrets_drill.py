@@ -122,7 +122,7 @@ def test_no_secret_in_logs_db_xcom_rendered_fields_triggers_lineage_or_landed_fi
                 scanner.value(ti, f"task instance {ti['task_id']}")
     # 4. Every trigger row sampled while tasks were deferred (kwargs decrypted).
     assert stack.trigger_samples, "no trigger row was ever seen: the drill saw no deferral"
-    for (trigger_id, _), row in stack.trigger_samples.items():
+    for (trigger_id, _, _), row in stack.trigger_samples.items():
         scanner.value(row, f"trigger {trigger_id} kwargs")
     # 5. OpenLineage events (file transport) and 6. every landed file.
     lineage = system_root / "openlineage"
