@@ -21,6 +21,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from airflow_batch_provider.batch_status import BatchStatus
@@ -392,3 +393,19 @@ def deadline_from(batches: Iterable[Any], timeout: float | None, *, now: float) 
         return None
     created = [float(c) for c in (_get(b, "created_at") for b in batches) if c]
     return (min(created) if created else now) + float(timeout)
+
+
+#: Slack for the clocks of Airflow and of the service when bounding a re-attach search.
+REATTACH_CLOCK_SLACK = 3600.0
+
+
+def reattach_horizon(*moments: datetime | None) -> float | None:
+    """Epoch seconds before which no batch of this DAG run can have been created.
+
+    The earliest of ``moments`` (the run's ``run_after``, which the scheduler waits for,
+    and its ``start_date``) less :data:`REATTACH_CLOCK_SLACK`; ``None`` when none is known,
+    which means "search everything". A clear resets ``start_date`` but never ``run_after``,
+    so batches of earlier tries stay inside the horizon.
+    """
+    known = [m.timestamp() for m in moments if m is not None]
+    return min(known) - REATTACH_CLOCK_SLACK if known else None

@@ -71,6 +71,24 @@ class _Truncated(Exception):
 _RESUMABLE: tuple[type[BaseException], ...] = (_Truncated, *_CUT)
 
 
+def _until_older_than(first_page: Any, created_after: float | None) -> Iterator[Any]:
+    """The items of every page, stopping after a page whose items are all older than ``created_after``.
+
+    The service lists newest first, so nothing newer follows such a page. The order is
+    checked, not assumed: once a server lists an item newer than the one before it, every
+    page is read.
+    """
+    newest_first, previous = True, float("inf")
+    for page in first_page.iter_pages():
+        items = page.data
+        for item in items:
+            newest_first = newest_first and item.created_at <= previous
+            previous = item.created_at
+            yield item
+        if created_after is not None and newest_first and items and previous < created_after:
+            return
+
+
 def _server_message(err: openai.APIStatusError) -> str:
     body = err.body
     if isinstance(body, Mapping):
@@ -344,11 +362,18 @@ class OpenAIBatchHook(BaseHook):
         with self._errors(f"Reading file {file_id}"):
             return self.get_conn().files.retrieve(file_id)
 
-    def iter_files(self, purpose: str | None = None) -> Iterator[FileObject]:
-        """Every file (of ``purpose`` if given), across all pages."""
+    def iter_files(
+        self, purpose: str | None = None, *, created_after: float | None = None
+    ) -> Iterator[FileObject]:
+        """Every file (of ``purpose`` if given), newest first, across all pages.
+
+        :param purpose: only files of this purpose.
+        :param created_after: epoch seconds: stop after the first page whose files are all
+            older (see :func:`_until_older_than`).
+        """
         kwargs: dict[str, Any] = {"purpose": purpose} if purpose else {}
         with self._errors("Listing files"):
-            yield from self.get_conn().files.list(**kwargs)
+            yield from _until_older_than(self.get_conn().files.list(**kwargs), created_after)
 
     def delete_file(self, file_id: str) -> None:
         """Delete a file; a file already gone counts as deleted."""
@@ -555,14 +580,25 @@ class OpenAIBatchHook(BaseHook):
                 return batch
         raise error
 
-    def iter_batches(self) -> Iterator[Batch]:
-        """Every batch, newest first, across all pages."""
-        with self._errors("Listing batches"):
-            yield from self.get_conn().batches.list(limit=100)
+    def iter_batches(self, *, created_after: float | None = None) -> Iterator[Batch]:
+        """Every batch, newest first, across all pages.
 
-    def find_batches(self, metadata: Mapping[str, str]) -> list[Batch]:
-        """Batches whose metadata holds every pair of ``metadata``, newest first."""
-        return [batch for batch in self.iter_batches() if _metadata_matches(batch, metadata)]
+        :param created_after: epoch seconds: stop after the first page whose batches are all
+            older (see :func:`_until_older_than`).
+        """
+        with self._errors("Listing batches"):
+            yield from _until_older_than(self.get_conn().batches.list(limit=100), created_after)
+
+    def find_batches(self, metadata: Mapping[str, str], *, created_after: float | None = None) -> list[Batch]:
+        """Batches whose metadata holds every pair of ``metadata``, newest first.
+
+        :param metadata: the pairs to match.
+        :param created_after: epoch seconds before which no match can have been created (a
+            re-attach passes its DAG run's start): the listing stops there instead of reading
+            the account's whole history.
+        """
+        batches = self.iter_batches(created_after=created_after)
+        return [batch for batch in batches if _metadata_matches(batch, metadata)]
 
     # --- links ---
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from typing import Any
 
 import pytest
 
@@ -210,6 +211,43 @@ def test_iter_batches_follows_pages_and_find_batches_filters(hook_for):
         assert hook.find_batches({"k": "v", "i": "3"})[0].id == "batch_3"
         assert hook.find_batches({"k": "nope"}) == []
     assert len(server.calls("GET", "/batches")) == 12  # 4 listings of 3 pages
+
+
+def _paged_route(items: list[dict[str, Any]], size: int):
+    def route(request: Request) -> Reply:
+        after = request.query.get("after", [None])[0]
+        start = 0 if after is None else [b["id"] for b in items].index(after) + 1
+        page = items[start : start + size]
+        return Reply(200, {"object": "list", "data": page, "has_more": start + size < len(items)})
+
+    return route
+
+
+def test_find_batches_stops_at_the_first_page_older_than_the_horizon(hook_for):
+    # Newest first, 10 s apart: pages [1000,990] [980,970] [960,950] [940,930].
+    batches = [batch_json(f"batch_{i}", created_at=1000 - 10 * i, metadata={"k": "v"}) for i in range(8)]
+    with ScriptedServer(_paged_route(batches, 2)) as server:
+        hook = hook_for(server)
+        found = hook.find_batches({"k": "v"}, created_after=975)
+    # Page 2 ends older than the horizon: nothing newer can follow, page 3 is never asked for.
+    assert [b.id for b in found] == ["batch_0", "batch_1", "batch_2", "batch_3"]
+    assert len(server.calls("GET", "/batches")) == 2
+
+
+def test_find_batches_reads_every_page_when_the_server_is_not_newest_first(hook_for):
+    batches = [batch_json(f"batch_{i}", created_at=1000 + 10 * i, metadata={"k": "v"}) for i in range(6)]
+    with ScriptedServer(_paged_route(batches, 2)) as server:
+        found = hook_for(server).find_batches({"k": "v"}, created_after=2000)
+    assert len(found) == 6 and len(server.calls("GET", "/batches")) == 3
+
+
+def test_iter_files_stops_at_the_horizon(hook_for):
+    files = [{**file_json(f"file-{i}"), "created_at": 1000 - 10 * i} for i in range(6)]
+    with ScriptedServer(_paged_route(files, 2)) as server:
+        hook = hook_for(server)
+        assert [f.id for f in hook.iter_files(purpose="batch", created_after=995)] == ["file-0", "file-1"]
+        assert len(server.calls("GET", "/files")) == 1
+        assert len(list(hook.iter_files(purpose="batch"))) == 6
 
 
 def test_test_connection_reports_without_the_key(hook_for):

@@ -16,6 +16,7 @@ from airflow_batch_provider.idempotency import (
     parse_shard_label,
     parse_upload_filename,
     plan_submission,
+    reattach_horizon,
     shard_label,
     upload_filename,
 )
@@ -278,3 +279,13 @@ def test_deadline_from_first_creation():
     assert deadline_from(batches, 60, now=999) == 160
     assert deadline_from(batches, None, now=999) is None
     assert deadline_from([{"id": "x"}], 60, now=999) == 1059
+
+
+def test_reattach_horizon_is_the_earliest_moment_less_the_clock_slack():
+    from datetime import datetime, timedelta, timezone
+
+    run_after = datetime(2026, 11, 1, 12, tzinfo=timezone.utc)
+    cleared_start = run_after + timedelta(days=3)  # a clear resets start_date, never run_after
+    horizon = reattach_horizon(cleared_start, None, run_after)
+    assert horizon == run_after.timestamp() - 3600
+    assert reattach_horizon(None, None) is None
