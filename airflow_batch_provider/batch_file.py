@@ -18,8 +18,10 @@ Rules the validator applies; each problem has a stable ``code`` (message templat
 - ``missing_custom_id``, ``empty_custom_id``, ``invalid_custom_id`` (not a string).
 - ``duplicate_custom_id``: the message names both lines.
 - ``invalid_method``: ``method`` is not ``"POST"``.
-- ``invalid_url``: ``url`` is not in :data:`BATCH_ENDPOINTS`; ``url_mismatch``: it
-  differs from the declared endpoint or, without one, from the first line's.
+- ``invalid_url``: ``url`` is not in :data:`BATCH_ENDPOINTS` (nor, with
+  ``allow_unversioned_urls``, in :data:`UNVERSIONED_ENDPOINTS`, Azure OpenAI's spelling);
+  ``url_mismatch``: its endpoint differs from the declared one or, without one, from the
+  first line's, or it spells the same endpoint another way (one batch, one url string).
 - ``missing_body``, ``invalid_body`` (not an object).
 - ``missing_model`` (absent, null or empty), ``invalid_model`` (not a string),
   ``model_mismatch`` (a second model in the file).
@@ -39,7 +41,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from airflow_batch_provider.batch_builders import (
     ChatTemplate,
@@ -63,6 +65,7 @@ __all__ = [
     "ShardInfo",
     "ShardLimits",
     "PROBLEM_MESSAGES",
+    "UNVERSIONED_ENDPOINTS",
     "ValidationReport",
     "build_request_lines",
     "count_embedding_inputs",
@@ -88,6 +91,13 @@ BATCH_ENDPOINTS: frozenset[str] = frozenset(
     }
 )
 EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+#: Azure OpenAI's unversioned spelling of each batch endpoint (``/chat/completions``), mapped
+#: to the canonical one. Azure's docs and batch objects use it; OpenAI rejects it.
+UNVERSIONED_ENDPOINTS: dict[str, str] = {e.removeprefix("/v1"): e for e in sorted(BATCH_ENDPOINTS)}
+# Line url -> canonical endpoint, without and with the unversioned spelling.
+_URLS: dict[str, str] = {e: e for e in BATCH_ENDPOINTS}
+_URLS_UNVERSIONED: dict[str, str] = {**_URLS, **UNVERSIONED_ENDPOINTS}
+_EMBEDDINGS_URLS = (EMBEDDINGS_ENDPOINT, EMBEDDINGS_ENDPOINT.removeprefix("/v1"))
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
 MAX_EMBEDDING_INPUTS = 50_000
@@ -108,6 +118,19 @@ def normalize_endpoint(endpoint: str) -> str:
     return path
 
 
+def _invalid_url(url: Any, allow_unversioned_urls: bool) -> dict[str, str]:
+    """The ``reason`` and ``fix`` of an ``invalid_url`` problem (the hint names the Azure case)."""
+    canonical = UNVERSIONED_ENDPOINTS.get(url) if type(url) is str else None
+    if canonical is not None and not allow_unversioned_urls:
+        return {
+            "reason": "Azure OpenAI's unversioned spelling",
+            "fix": f'use "{canonical}" (or validate for Azure OpenAI: an Azure connection, '
+            "allow_unversioned_urls=True, airflow-batch validate --azure)",
+        }
+    also = " (or the same without /v1, as Azure OpenAI spells them)" if allow_unversioned_urls else ""
+    return {"reason": "not a batch endpoint", "fix": f"use one of {_ENDPOINT_LIST}{also}"}
+
+
 def count_embedding_inputs(value: Any) -> int:
     """Inputs in an embeddings ``body.input``: a string is one, a list of token ids is one,
     any other list counts its items."""
@@ -125,14 +148,19 @@ class RequestLine(BaseModel):
 
     custom_id: str = Field(min_length=1, description="Unique within the file; joins results to requests.")
     method: Literal["POST"] = "POST"
-    url: str = Field(description="One of BATCH_ENDPOINTS, the same on every line.")
+    url: str = Field(
+        description="One of BATCH_ENDPOINTS (or, validated with the context "
+        '``{"allow_unversioned_urls": True}``, UNVERSIONED_ENDPOINTS), the same on every line.'
+    )
     body: dict[str, Any] = Field(description="The endpoint's parameters, `model` included.")
 
     @field_validator("url")
     @classmethod
-    def _known_endpoint(cls, value: str) -> str:
-        if value not in BATCH_ENDPOINTS:
-            raise ValueError(f"url {value!r} is not a batch endpoint; use one of {_ENDPOINT_LIST}")
+    def _known_endpoint(cls, value: str, info: ValidationInfo) -> str:
+        allow = bool((info.context or {}).get("allow_unversioned_urls"))
+        if value not in (_URLS_UNVERSIONED if allow else _URLS):
+            problem = _invalid_url(value, allow)
+            raise ValueError(f"url {value!r} is {problem['reason']}: {problem['fix']}")
         return value
 
     @field_validator("body")
@@ -147,13 +175,20 @@ class RequestLine(BaseModel):
     def model(self) -> str:
         return str(self.body["model"])
 
+    @property
+    def endpoint(self) -> str:
+        """The canonical endpoint of ``url`` (``/chat/completions`` -> ``/v1/chat/completions``)."""
+        return _URLS_UNVERSIONED[self.url]
+
     @classmethod
-    def from_json_line(cls, raw: bytes | str) -> RequestLine:
+    def from_json_line(cls, raw: bytes | str, *, allow_unversioned_urls: bool = False) -> RequestLine:
         """Parse one line strictly (UTF-8, no NaN: ``model_validate_json`` would accept NaN).
 
+        :param allow_unversioned_urls: accept Azure OpenAI's ``url`` spelling (``/chat/completions``).
         :raises ValueError: ``pydantic.ValidationError``, ``UnicodeDecodeError`` or a JSON error.
         """
-        return cls.model_validate(_DECODE(raw.decode() if isinstance(raw, bytes) else raw))
+        data = _DECODE(raw.decode() if isinstance(raw, bytes) else raw)
+        return cls.model_validate(data, context={"allow_unversioned_urls": allow_unversioned_urls})
 
     def to_json_bytes(self) -> bytes:
         """The line as compact UTF-8 JSON ending in ``b"\\n"`` (NaN rejected)."""
@@ -186,7 +221,9 @@ class Problem:
 @dataclass
 class ValidationReport:
     """What the validator found. ``problems`` keeps at most ``max_problems`` line problems
-    plus every file-level one; ``problem_count`` is always the total."""
+    plus every file-level one; ``problem_count`` is always the total. ``endpoint`` is the
+    canonical endpoint (``/v1/chat/completions``), ``url`` the string the lines spell it
+    with (``/chat/completions`` in an Azure OpenAI file): create the batch with ``url``."""
 
     source: str | None = None
     problems: list[Problem] = field(default_factory=list)
@@ -194,6 +231,7 @@ class ValidationReport:
     request_count: int = 0
     byte_count: int = 0
     endpoint: str | None = None
+    url: str | None = None
     model: str | None = None
     embedding_inputs: int = 0
     sha256: str = ""
@@ -210,7 +248,8 @@ class ValidationReport:
         name = self.source or "<lines>"
         size = f"{self.request_count:,} requests, {self.byte_count:,} bytes"
         if self.ok:
-            return f"{name}: valid: {size}, endpoint {self.endpoint}, model {self.model}"
+            spelled = f" (spelled {self.url})" if self.url and self.url != self.endpoint else ""
+            return f"{name}: valid: {size}, endpoint {self.endpoint}{spelled}, model {self.model}"
         shown = f" (showing {len(self.problems)})" if self.truncated else ""
         plural = "" if self.problem_count == 1 else "s"
         return f"{name}: invalid: {self.problem_count:,} problem{plural}{shown} in {size}"
@@ -358,7 +397,7 @@ PROBLEM_MESSAGES: dict[str, str] = {
     "duplicate_custom_id": "duplicate custom_id {value} (first on line {first}): "
     "give every request its own custom_id",
     "invalid_method": 'method is {value}: use "POST"',
-    "invalid_url": "url is {value}, not a batch endpoint: use one of " + _ENDPOINT_LIST,
+    "invalid_url": "url is {value}, {reason}: {fix}",
     "url_mismatch": "url {value} differs from {expected} ({origin}): one batch has one endpoint; "
     "use the same url on every line or split the file",
     "missing_body": 'no "body": add the endpoint\'s parameters as an object',
@@ -383,6 +422,7 @@ def validate_lines(
     source: str | None = None,
     limits: ShardLimits | None = None,
     max_problems: int | None = 100,
+    allow_unversioned_urls: bool = False,
 ) -> ValidationReport:
     """Check a batch input stream against every rule of the module docstring.
 
@@ -390,18 +430,26 @@ def validate_lines(
     counts (for ``byte_count`` and ``sha256``) as if one separated it from the next item.
 
     :param lines: the file's lines, as bytes.
-    :param endpoint: the endpoint the batch will be created for; every ``url`` must equal it.
+    :param endpoint: the endpoint the batch will be created for, in either spelling; every
+        ``url`` must name it.
     :param source: a name for the report (file path or URI).
     :param limits: per-batch limits (default: the service's); pass larger ones when the
         stream will be sharded with :func:`plan_shards`.
     :param max_problems: line problems kept in the report (``None``: all); the total is always counted.
+    :param allow_unversioned_urls: also accept Azure OpenAI's spelling (``/chat/completions``,
+        :data:`UNVERSIONED_ENDPOINTS`); every line must still use one identical url string.
     :raises ValueError: if ``endpoint`` is not a batch endpoint.
     """
     limits = limits or ShardLimits()
     if max_problems is not None and max_problems < 0:
         raise ValueError("max_problems must be >= 0 or None")
-    url0 = normalize_endpoint(endpoint) if endpoint else None
-    url0_origin = "the declared endpoint" if url0 else ""
+    urls = _URLS_UNVERSIONED if allow_unversioned_urls else _URLS
+    # endpoint0: the canonical endpoint every line must name (declared, else the first
+    # valid line's); url0: the exact string of the first line that named it.
+    endpoint0 = normalize_endpoint(endpoint) if endpoint else None
+    expected, origin = endpoint0, "the declared endpoint"
+    url0: str | None = None
+    url0_origin = ""
     problems: list[Problem] = []
     dropped = 0
 
@@ -473,12 +521,24 @@ def validate_lines(
         if method != "POST":
             add(line_no, "invalid_method", cid, value=_quote(method))
         url = obj.get("url")
-        if url != url0 or url is None:
-            if type(url) is not str or url not in BATCH_ENDPOINTS:
-                add(line_no, "invalid_url", cid, value=_quote(url))
+        canonical = endpoint0
+        if url != url0 or url is None:  # only a line unlike the first valid one costs more
+            canonical = urls.get(url) if type(url) is str else None
+            if canonical is None:
+                add(
+                    line_no,
+                    "invalid_url",
+                    cid,
+                    value=_quote(url),
+                    **_invalid_url(url, allow_unversioned_urls),
+                )
+            elif endpoint0 is not None and canonical != endpoint0:
+                add(line_no, "url_mismatch", cid, value=_quote(url), expected=expected, origin=origin)
             elif url0 is None:
-                url0, url0_origin = url, f"line {line_no}"
-            else:
+                url0, url0_origin, endpoint0 = url, f"line {line_no}", canonical
+                if expected is None:
+                    expected, origin = url, url0_origin
+            else:  # the same endpoint spelled another way: the service compares strings
                 add(line_no, "url_mismatch", cid, value=_quote(url), expected=url0, origin=url0_origin)
         body = obj.get("body")
         if type(body) is not dict:
@@ -501,7 +561,7 @@ def validate_lines(
                     expected=_quote(model0),
                     first=model0_line,
                 )
-        if url == EMBEDDINGS_ENDPOINT:
+        if canonical == EMBEDDINGS_ENDPOINT:
             embedding_inputs += count_embedding_inputs(body.get("input"))
     # A b"" item still pending here was the last one: a trailing newline, not a blank line.
 
@@ -521,7 +581,8 @@ def validate_lines(
         problem_count=len(problems) + dropped + len(file_problems),
         request_count=requests,
         byte_count=byte_count,
-        endpoint=url0,
+        endpoint=endpoint0,
+        url=url0,
         model=model0,
         embedding_inputs=embedding_inputs,
         sha256=digest.hexdigest(),
@@ -541,6 +602,7 @@ def validate_file(
     limits: ShardLimits | None = None,
     max_problems: int | None = 100,
     chunk_size: int = 1 << 20,
+    allow_unversioned_urls: bool = False,
 ) -> ValidationReport:
     """Validate a file by streaming it; see :func:`validate_lines`.
 
@@ -555,6 +617,7 @@ def validate_file(
             source=str(path),
             limits=limits,
             max_problems=max_problems,
+            allow_unversioned_urls=allow_unversioned_urls,
         )
 
 
@@ -563,7 +626,7 @@ def _line_inputs(raw: bytes, line_no: int) -> int:
         return 0
     try:
         obj = json.loads(raw)
-        if obj.get("url") != EMBEDDINGS_ENDPOINT:
+        if obj.get("url") not in _EMBEDDINGS_URLS:  # validated lines: either spelling
             return 0
         return count_embedding_inputs(obj["body"].get("input"))
     except (ValueError, AttributeError, KeyError, TypeError) as error:

@@ -1,6 +1,6 @@
 """The ``airflow-batch`` console script.
 
-- ``airflow-batch validate FILE... [--endpoint E] [--json] [--max-problems N]``: exit 0 when
+- ``airflow-batch validate FILE... [--endpoint E] [--azure] [--json] [--max-problems N]``: exit 0 when
   every file is valid, 1 when one is not, 2 for a usage error or an unreadable file.
 - ``airflow-batch emulator ...``: every further argument goes to
   :func:`airflow_batch_provider.emulator.server.main`.
@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", metavar="FILE", help="a path, or a URI such as s3://bucket/key")
     validate.add_argument(
         "--endpoint", help=f"the batch endpoint every line must use ({', '.join(sorted(BATCH_ENDPOINTS))})"
+    )
+    validate.add_argument(
+        "--azure",
+        action="store_true",
+        help="the file is for Azure OpenAI: also accept its unversioned urls (/chat/completions)",
     )
     validate.add_argument("--json", action="store_true", help="print one JSON report per file (JSON Lines)")
     validate.add_argument(
@@ -69,7 +74,10 @@ def _validate(args: argparse.Namespace) -> int:
     for name in args.files:
         try:
             report = validate_file(
-                _open_target(name), endpoint=endpoint, max_problems=args.max_problems or None
+                _open_target(name),
+                endpoint=endpoint,
+                max_problems=args.max_problems or None,
+                allow_unversioned_urls=args.azure,
             )
         except (OSError, ImportError, ValueError) as error:
             print(f"airflow-batch validate: cannot read {name}: {error}", file=sys.stderr)
