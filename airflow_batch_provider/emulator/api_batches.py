@@ -1,4 +1,4 @@
-"""Batches API: ``/v1/batches``."""
+"""Batches API: ``/v1/batches`` (and Azure OpenAI's ``/openai/batches``, see :mod:`.azure`)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from airflow_batch_provider.emulator import ids
+from airflow_batch_provider.emulator import azure, ids
 from airflow_batch_provider.emulator.context import emulator, int_query, json_body, list_page
 from airflow_batch_provider.emulator.errors import APIError, bad_request, not_found
-from airflow_batch_provider.emulator.validation import BATCH_ENDPOINTS
 
-router = APIRouter(prefix="/v1/batches")
+# Mounted under /v1 and /openai by the app.
+router = APIRouter(prefix="/batches")
 
 MAX_METADATA_PAIRS, MAX_KEY, MAX_VALUE = 16, 64, 512
 MIN_TTL, MAX_TTL = 3600, 30 * 24 * 3600
@@ -84,10 +84,10 @@ async def create_batch(request: Request) -> Response:
     input_file_id = _required(body, "input_file_id")
     endpoint = _required(body, "endpoint")
     window = _required(body, "completion_window")
-    if endpoint not in BATCH_ENDPOINTS:
+    supported = azure.batch_endpoints(request)
+    if endpoint not in supported:
         raise bad_request(
-            f"Invalid value for 'endpoint': {endpoint!r}. "
-            f"Supported values are: {', '.join(BATCH_ENDPOINTS)}.",
+            f"Invalid value for 'endpoint': {endpoint!r}. Supported values are: {', '.join(supported)}.",
             param="endpoint",
             code="invalid_value",
         )

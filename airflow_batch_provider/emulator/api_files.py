@@ -1,4 +1,4 @@
-"""Files API: ``/v1/files``."""
+"""Files API: ``/v1/files`` (and Azure OpenAI's ``/openai/files``, see :mod:`.azure`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from airflow_batch_provider.emulator.context import emulator, int_query, list_pa
 from airflow_batch_provider.emulator.errors import APIError, bad_request
 from airflow_batch_provider.emulator.uploads import Upload, receive_upload
 
-router = APIRouter(prefix="/v1/files")
+# Mounted under /v1 and /openai by the app.
+router = APIRouter(prefix="/files")
 
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 MIN_TTL, MAX_TTL = 3600, 30 * 24 * 3600

@@ -6,14 +6,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
-from airflow_batch_provider.emulator import api_batches, api_emulator, api_files, pages
+from airflow_batch_provider.emulator import api_batches, api_emulator, api_files, azure, pages
 from airflow_batch_provider.emulator.backends import make_backend
 from airflow_batch_provider.emulator.config import Settings
 from airflow_batch_provider.emulator.context import Emulator
@@ -88,7 +88,11 @@ def create_fastapi(settings: Settings) -> FastAPI:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
-    for module in (api_files, api_batches, pages, api_emulator):  # the catch-all POST /v1/... goes last
+    azure_only = [Depends(azure.require_api_version)]
+    for module in (api_files, api_batches):
+        app.include_router(module.router, prefix="/v1")
+        app.include_router(module.router, prefix=azure.PREFIX, dependencies=azure_only)
+    for module in (pages, api_emulator):  # the catch-all POST /v1/... goes last
         app.include_router(module.router)
     app.add_middleware(FaultMiddleware, faults=emu.faults)
     app.add_middleware(AuthMiddleware, keys=settings.api_keys, accept_any=settings.accept_any_key)

@@ -21,7 +21,7 @@ from airflow_batch_provider.emulator.config import Settings
 from airflow_batch_provider.emulator.errors import bad_request
 from airflow_batch_provider.emulator.stats import Stats
 from airflow_batch_provider.emulator.store import BatchRecord, Store
-from airflow_batch_provider.emulator.validation import validate_file
+from airflow_batch_provider.emulator.validation import canonical_endpoint, validate_file
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,8 @@ class Engine:
                 batch["finalizing_at"] = ids.now()
                 self.store.save_batch(record)
                 return
-            outcomes = await self.backend.execute([(r.url, r.body) for r in requests])
+            # Backends know the /v1 form only; an Azure batch's lines may spell it /chat/completions.
+            outcomes = await self.backend.execute([(canonical_endpoint(r.url), r.body) for r in requests])
             pairs: list[tuple[runner.PendingRequest, Any]] = list(zip(requests, outcomes, strict=True))
             out_bytes, err_bytes = await asyncio.to_thread(
                 runner.append_results, paths["output"], paths["error"], pairs

@@ -51,6 +51,8 @@ def route_name(method: str, path: str) -> str | None:
     :param method: HTTP method.
     :param path: URL path.
     """
+    if path.startswith("/openai/"):  # Azure OpenAI's form of the same routes shares their rules
+        path = "/v1/" + path[len("/openai/") :]
     for route_method, pattern, name in ROUTES:
         if method == route_method and pattern.match(path):
             return name

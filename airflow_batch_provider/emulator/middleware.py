@@ -1,4 +1,5 @@
-"""ASGI middleware: ``x-request-id`` on every response, and Bearer auth for ``/v1``."""
+"""ASGI middleware: ``x-request-id`` on every response, and auth for ``/v1`` (Bearer) and
+Azure OpenAI's ``/openai`` (``api-key`` header, or Bearer as an Entra ID token is sent)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ _NO_KEY = (
 )
 _BAD_KEY = (
     "Incorrect API key provided. The emulator accepts the keys given with --api-key (default 'sk-emulator')."
+)
+# Azure's wording, plus where the emulator's keys come from.
+_AZURE_DENIED = (
+    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid "
+    "key in the api-key header; the emulator accepts the keys given with --api-key (default 'sk-emulator')."
 )
 
 
@@ -48,7 +54,8 @@ class RequestIdMiddleware:
 
 
 class AuthMiddleware:
-    """Answer 401 to ``/v1`` requests without an accepted Bearer key.
+    """Answer 401 to ``/v1`` requests without an accepted Bearer key, and to ``/openai``
+    requests with neither an accepted ``api-key`` header nor an accepted Bearer key.
 
     :param app: the wrapped application.
     :param keys: accepted keys.
@@ -66,15 +73,22 @@ class AuthMiddleware:
         return any(hmac.compare_digest(key, accepted) for accepted in self.keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+        path = scope["path"] if scope["type"] == "http" else ""
+        azure = path.startswith("/openai/")
+        if not (azure or path.startswith("/v1")):
             await self.app(scope, receive, send)
             return
-        header = dict(scope["headers"]).get(b"authorization", b"")
-        scheme, _, key = header.partition(b" ")
-        if scheme.lower() == b"bearer" and self._accepted(key.strip()):
+        headers = dict(scope["headers"])
+        scheme, _, key = headers.get(b"authorization", b"").partition(b" ")
+        bearer = key.strip() if scheme.lower() == b"bearer" else b""
+        api_key = headers.get(b"api-key", b"").strip() if azure else b""
+        if (bearer and self._accepted(bearer)) or (api_key and self._accepted(api_key)):
             await self.app(scope, receive, send)
             return
-        message, code = (_BAD_KEY, "invalid_api_key") if key.strip() else (_NO_KEY, None)
+        code: str | None = "401"
+        message = _AZURE_DENIED
+        if not azure:
+            message, code = (_BAD_KEY, "invalid_api_key") if key.strip() else (_NO_KEY, None)
         body = json.dumps(error_body(message, code=code)).encode()
         while (await receive()).get("more_body"):  # drain an upload so the client reads the 401
             pass

@@ -22,7 +22,17 @@ BATCH_ENDPOINTS = (
     "/v1/completions",
     "/v1/moderations",
 )
+#: Azure OpenAI's spelling of each endpoint (``/chat/completions``), accepted on its ``/openai`` routes.
+UNVERSIONED_ENDPOINTS = {e.removeprefix("/v1"): e for e in BATCH_ENDPOINTS}
 _REQUIRED = ("custom_id", "method", "url", "body")
+
+
+def canonical_endpoint(endpoint: str) -> str:
+    """The ``/v1`` form of an endpoint in either spelling (unknown ones unchanged).
+
+    :param endpoint: e.g. ``/chat/completions`` or ``/v1/chat/completions``.
+    """
+    return UNVERSIONED_ENDPOINTS.get(endpoint, endpoint)
 
 
 @dataclass
@@ -65,12 +75,14 @@ def count_embedding_inputs(value: Any) -> int:
 class InputValidator:
     """Validate request lines one at a time, keeping only what the checks need.
 
-    :param endpoint: the batch's endpoint; every line's ``url`` must equal it.
+    :param endpoint: the batch's endpoint as created; every line's ``url`` must equal this
+        string (Azure OpenAI too compares the spelling).
     :param limits: the service limits.
     """
 
     def __init__(self, endpoint: str, limits: Limits) -> None:
         self.endpoint = endpoint
+        self.canonical = canonical_endpoint(endpoint)  # what the per-endpoint rules look at
         self.limits = limits
         self.result = ValidationResult()
         self._first_line: dict[str, int] = {}
@@ -150,7 +162,7 @@ class InputValidator:
             self._error("invalid_type", "body must be a JSON object.", line=number, param="body")
             return
         model = body.get("model")
-        if model is None and self.endpoint == "/v1/moderations":
+        if model is None and self.canonical == "/v1/moderations":
             pass  # moderations default to omni-moderation-latest
         elif not isinstance(model, str) or not model:
             self._error(
@@ -169,7 +181,7 @@ class InputValidator:
                 line=number,
                 param="body.model",
             )
-        if self.endpoint == "/v1/embeddings" and "input" in body:
+        if self.canonical == "/v1/embeddings" and "input" in body:
             self.result.embedding_inputs += count_embedding_inputs(body["input"])
 
     def finish(self, byte_count: int) -> ValidationResult:
@@ -188,7 +200,7 @@ class InputValidator:
                 f"{limits.max_requests}. Split it into several batches.",
                 line=None,
             )
-        if self.endpoint == "/v1/embeddings" and result.embedding_inputs > limits.max_embedding_inputs:
+        if self.canonical == "/v1/embeddings" and result.embedding_inputs > limits.max_embedding_inputs:
             self._error(
                 "too_many_embedding_inputs",
                 f"The input file has {result.embedding_inputs} embedding inputs; an embeddings batch "
