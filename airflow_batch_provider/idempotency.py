@@ -409,3 +409,9 @@ def reattach_horizon(*moments: datetime | None) -> float | None:
     """
     known = [m.timestamp() for m in moments if m is not None]
     return min(known) - REATTACH_CLOCK_SLACK if known else None
+
+
+def run_horizon(context: Mapping[str, Any]) -> float | None:
+    """:func:`reattach_horizon` of the task's DAG run (``None`` outside a DAG run)."""
+    dag_run = context.get("dag_run")
+    return reattach_horizon(getattr(dag_run, "run_after", None), getattr(dag_run, "start_date", None))

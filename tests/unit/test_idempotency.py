@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from airflow_batch_provider.batch_file import ShardLimits
@@ -17,6 +19,7 @@ from airflow_batch_provider.idempotency import (
     parse_upload_filename,
     plan_submission,
     reattach_horizon,
+    run_horizon,
     shard_label,
     upload_filename,
 )
@@ -289,3 +292,7 @@ def test_reattach_horizon_is_the_earliest_moment_less_the_clock_slack():
     horizon = reattach_horizon(cleared_start, None, run_after)
     assert horizon == run_after.timestamp() - 3600
     assert reattach_horizon(None, None) is None
+    # From a task's context: the DAG run's run_after and start_date; nothing outside a run.
+    dag_run = SimpleNamespace(run_after=run_after, start_date=cleared_start)
+    assert run_horizon({"dag_run": dag_run}) == horizon
+    assert run_horizon({}) is None
