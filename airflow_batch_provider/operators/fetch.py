@@ -15,7 +15,6 @@ Landed layout under ``destination``::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -27,7 +26,13 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_batch_provider import fetch_manifest as fm
-from airflow_batch_provider.batch_file import ShardLimits, iter_lines, iter_shard_lines, plan_shards
+from airflow_batch_provider.batch_file import (
+    ShardLimits,
+    iter_lines,
+    iter_shard_lines,
+    plan_shards,
+    validate_file,
+)
 from airflow_batch_provider.batch_status import BatchStatus, summarize_batch
 from airflow_batch_provider.completion import ERROR_REASONS
 from airflow_batch_provider.exceptions import BatchFileError, BatchProviderError, ReconciliationError
@@ -51,6 +56,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
 
 _CHUNK = 1024 * 1024
+# Validating resubmitted requests must not reject them for filling more than one batch.
+_UNSHARDED = ShardLimits(max_requests=2**62, max_bytes=2**62, max_embedding_inputs=2**62)
 
 
 class OpenAIBatchFetchOperator(BaseOperator):
@@ -362,15 +369,25 @@ class OpenAIBatchFetchOperator(BaseOperator):
         """
         round_no = len(state["rounds"])
         first = state["rounds"][0]["batches"]
-        endpoint = state["source"].get("endpoint") or first[0].get("endpoint")
+        declared = state["source"].get("endpoint") or first[0].get("endpoint")
         limits = ShardLimits()
-        digest = hashlib.sha256()
-        with open(retry_path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(_CHUNK), b""):
-                digest.update(chunk)
+        # The original lines again: their url is the batch's endpoint as Azure OpenAI wants it
+        # spelled (it compares strings); the canonical form goes into the fingerprint.
+        report = validate_file(
+            retry_path, endpoint=declared, limits=_UNSHARDED, allow_unversioned_urls=hook.settings.azure
+        )
+        if not report.ok:
+            raise BatchFileError(
+                f"The requests to resubmit (round {round_no}) do not validate for connection "
+                f"{state['conn_id']!r}, so nothing was resubmitted. Were they submitted through another "
+                f"kind of connection (Azure OpenAI or not)?\n{report.format()}",
+                report=report,
+            )
+        endpoint, line_url = report.endpoint, report.url
+        assert endpoint and line_url, "a valid report always knows its endpoint"
         with open(retry_path, "rb") as handle:
             shards = plan_shards(iter_lines(handle), limits)
-        fingerprint = input_fingerprint(digest.hexdigest(), endpoint, limits)
+        fingerprint = input_fingerprint(report.sha256, endpoint, limits)
         ti = context["ti"]
         identity = Identity(
             ti.dag_id,
@@ -410,7 +427,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
             metadata = batch_metadata(
                 identity, fingerprint, action.index, len(shards), {"airflow_round": str(round_no)}
             )
-            created.append(hook.create_batch(file_id, endpoint, metadata=metadata))
+            created.append(hook.create_batch(file_id, line_url, metadata=metadata))
         for file_id in plan.orphan_file_ids:
             try:
                 hook.delete_file(file_id)

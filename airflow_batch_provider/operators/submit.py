@@ -90,8 +90,9 @@ class OpenAIBatchSubmitOperator(BaseOperator):
     :param request_template: A ``ChatTemplate``, ``EmbeddingTemplate`` or ``ResponsesTemplate``.
     :param custom_id_field: Record field holding each request's custom_id (default: a
         content hash).
-    :param endpoint: Batch endpoint, e.g. ``/v1/chat/completions``; default: the
-        template's, else the file's own ``url`` (templated).
+    :param endpoint: Batch endpoint, e.g. ``/v1/chat/completions`` (either spelling on
+        Azure OpenAI); default: the template's, else the file's own ``url`` (templated). The
+        batch is created with the lines' spelling; the manifest names the ``/v1`` form.
     :param conn_id: The ``openai`` connection (templated).
     :param metadata: Extra batch metadata, at most 10 pairs (templated); merged with the
         Airflow identity keys.
@@ -220,17 +221,25 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         # Fail on bad metadata before reading or uploading anything.
         batch_metadata(identity, "0" * 16, 0, 1, self.metadata)
 
+        hook = self.hook
         with self._input() as (path, input_uri, default_endpoint):
-            endpoint = self.endpoint or default_endpoint
-            report = validate_file(path, endpoint=endpoint, limits=_NO_FILE_LIMIT)
+            report = validate_file(
+                path,
+                endpoint=self.endpoint or default_endpoint,
+                limits=_NO_FILE_LIMIT,
+                # Azure OpenAI also takes its unversioned urls (/chat/completions); OpenAI does not.
+                allow_unversioned_urls=hook.settings.azure,
+            )
             if not report.ok:
                 raise BatchFileError(
                     f"The batch input is invalid, so nothing was uploaded or created "
                     f"({report.problem_count} problem(s)); fix these lines:\n{report.format()}",
                     report=report,
                 )
-            endpoint = endpoint or report.endpoint
-            assert endpoint, "a valid report always knows its endpoint"
+            # The canonical endpoint is the identity (fingerprint, manifest); the batch is created
+            # with the lines' own spelling, as Azure requires the two strings to match.
+            endpoint, line_url = report.endpoint, report.url
+            assert endpoint and line_url, "a valid report always knows its endpoint"
             with path.open("rb") as fileobj:
                 shards = plan_shards(iter_lines(fileobj), limits)
             fingerprint = input_fingerprint(report.sha256, endpoint, limits)
@@ -244,8 +253,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
                 identity.key,
                 fingerprint,
             )
-            hook = self.hook
-            batches = self._submit(hook, path, identity, fingerprint, endpoint, shards)
+            batches = self._submit(hook, path, identity, fingerprint, line_url, shards)
 
         manifest = build_manifest(
             conn_id=self.conn_id,
