@@ -44,6 +44,7 @@ from airflow_batch_provider.idempotency import (
     deadline_from,
     input_fingerprint,
     plan_submission,
+    run_horizon,
     upload_filename,
 )
 from airflow_batch_provider.lineage import asset_extra, emit_asset_events, fetch_lineage, public_uri
@@ -396,12 +397,13 @@ class OpenAIBatchFetchOperator(BaseOperator):
             ti.map_index if ti.map_index is not None else -1,
         )
         sizes = [s.byte_count for s in shards]
-        found = hook.find_batches({META_IDENTITY: identity.key})
+        horizon = run_horizon(context)
+        found = hook.find_batches({META_IDENTITY: identity.key}, created_after=horizon)
         plan = plan_submission(
             identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found
         )
         if plan.to_create:
-            files = list(hook.iter_files(purpose="batch"))
+            files = list(hook.iter_files(purpose="batch", created_after=horizon))
             plan = plan_submission(
                 identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found, files=files
             )

@@ -51,6 +51,7 @@ from airflow_batch_provider.idempotency import (
     deadline_from,
     input_fingerprint,
     plan_submission,
+    run_horizon,
     shard_label,
     upload_filename,
 )
@@ -253,7 +254,9 @@ class OpenAIBatchSubmitOperator(BaseOperator):
                 identity.key,
                 fingerprint,
             )
-            batches = self._submit(hook, path, identity, fingerprint, line_url, shards)
+            batches = self._submit(
+                hook, path, identity, fingerprint, line_url, shards, horizon=run_horizon(context)
+            )
 
         manifest = build_manifest(
             conn_id=self.conn_id,
@@ -373,14 +376,18 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         fingerprint: str,
         endpoint: str,
         shards: list[ShardInfo],
+        *,
+        horizon: float | None,
     ) -> list[Any]:
         sizes = [s.byte_count for s in shards]
-        found = hook.find_batches({"airflow_identity": identity.key})
+        # Nothing of this run predates the horizon: the listing stops there, not at the
+        # account's first batch.
+        found = hook.find_batches({"airflow_identity": identity.key}, created_after=horizon)
         plan = plan_submission(
             identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found
         )
         if plan.to_create:  # only then are uploads worth listing
-            files = list(hook.iter_files(purpose="batch"))
+            files = list(hook.iter_files(purpose="batch", created_after=horizon))
             plan = plan_submission(
                 identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found, files=files
             )

@@ -223,6 +223,46 @@ def test_clear_reattaches_and_changed_input_creates_new_batches(dag_env, capfd):
     assert "The input changed since this task instance created batches" in capfd.readouterr().out
 
 
+RECORD_HORIZON = """
+    import json, os
+    from unittest import mock
+    from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
+
+    class RecordingSubmit(OpenAIBatchSubmitOperator):
+        # Records the re-attach search's horizon, then searches for real.
+        def execute(self, context):
+            real = OpenAIBatchHook.find_batches
+
+            def find(hook, metadata, **kwargs):
+                with open(os.environ["HORIZON_LOG"], "a") as log:
+                    log.write(json.dumps(kwargs.get("created_after")) + "\\n")
+                return real(hook, metadata, **kwargs)
+
+            with mock.patch.object(OpenAIBatchHook, "find_batches", find):
+                return super().execute(context)
+"""
+
+
+def test_reattach_search_is_bounded_by_the_run_and_still_finds_the_batch(dag_env, monkeypatch):
+    log = dag_env.data / "horizons.jsonl"
+    monkeypatch.setenv("HORIZON_LOG", str(log))
+    src = dag_env.data / "in.jsonl"
+    src.write_text(chat_lines(2))
+    dag = dag_env.write_dag(
+        "submit_horizon",
+        _submit_dag("submit_horizon", str(src), header=RECORD_HORIZON, cls="RecordingSubmit"),
+    )
+
+    first = dag_env.xcom(dag_env.run(dag, when=FIXED_DATE), "submit")
+    again = dag_env.xcom(dag_env.run(dag, when=FIXED_DATE), "submit")  # a clear: a new start_date
+
+    # Both searches stop an hour before run_after (which a clear keeps), not at the account's start.
+    horizons = [json.loads(line) for line in log.read_text().splitlines()]
+    assert horizons == [FIXED_DATE.timestamp() - 3600] * 2
+    assert again["batch_ids"] == first["batch_ids"]
+    assert dag_env.emulator.stats()["batches_created"] == 1
+
+
 def test_shards_with_lowered_limits_from_upstream_records(dag_env):
     dag = dag_env.write_dag(
         "submit_shards",
