@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 
 lint: venv
 	$(BIN)/ruff check airflow_batch_provider tests dags_examples
+	$(BIN)/ruff format --check airflow_batch_provider tests dags_examples
 	$(BIN)/mypy airflow_batch_provider
 
 test: venv

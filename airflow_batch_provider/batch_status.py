@@ -68,9 +68,7 @@ def summarize_batch(batch: Any) -> dict[str, Any]:
             "failed": int(counts.get("failed") or 0),
         },
         "usage": data.get("usage"),
-        "errors": [
-            {k: e.get(k) for k in ("code", "message", "param", "line")} for e in errors[:100]
-        ],
+        "errors": [{k: e.get(k) for k in ("code", "message", "param", "line")} for e in errors[:100]],
         "timings": {k: data.get(k) for k in _TIMESTAMPS if data.get(k) is not None},
         "metadata": dict(data.get("metadata") or {}),
     }

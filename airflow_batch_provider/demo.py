@@ -133,8 +133,10 @@ def run_dag(dag: Any, conf: Mapping[str, Any] | None = None) -> tuple[Any, float
     elapsed = time.monotonic() - started
     if str(dag_run.state) != "success":
         failed = {t: s for t, s in _task_states(dag_run).items() if s not in ("success", "skipped")}
-        raise SystemExit(f"{dag.dag_id} ended {dag_run.state}: {failed}. "
-                         "Rerun with BATCH_DEMO_LOG_LEVEL=INFO to see the task logs.")
+        raise SystemExit(
+            f"{dag.dag_id} ended {dag_run.state}: {failed}. "
+            "Rerun with BATCH_DEMO_LOG_LEVEL=INFO to see the task logs."
+        )
     return dag_run, elapsed
 
 
@@ -161,9 +163,11 @@ def summarize(runs: list[tuple[Any, float]], root: Path, output: Path, stats: Ma
             total_out += int(usage.get("output_tokens") or 0)
             total_cost += float(f.get("cost_usd") or 0.0)
             batches = len(f.get("batch_ids") or [])
-            lines.append(f"      {batches} batch(es), {f.get('total')} requests ({counts}); "
-                         f"tokens {usage.get('input_tokens', 0)} in / {usage.get('output_tokens', 0)} out; "
-                         f"est. {_money(f.get('cost_usd'))} ({f.get('model')})")
+            lines.append(
+                f"      {batches} batch(es), {f.get('total')} requests ({counts}); "
+                f"tokens {usage.get('input_tokens', 0)} in / {usage.get('output_tokens', 0)} out; "
+                f"est. {_money(f.get('cost_usd'))} ({f.get('model')})"
+            )
             lines.append(f"      results:  {_relative(f.get('results_uri'), root)}")
             lines.append(f"      manifest: {_relative(f.get('manifest_uri'), root)}")
         lines += _extras(dag_run, root)
@@ -182,15 +186,19 @@ def _extras(dag_run: Any, root: Path) -> list[str]:
     if dag_run.dag_id == "nightly_eval":
         report = _xcom(dag_run, "score_and_report") or {}
         overall = report.get("overall") or {}
-        return [f"      report:   {_relative(report.get('report'), root)} (+ accuracy.svg, scores.json)",
-                f"      accuracy: exact match {overall.get('exact_accuracy', 0):.1%}, "
-                f"contains {overall.get('contains_accuracy', 0):.1%} (the fake model echoes each question)"]
+        return [
+            f"      report:   {_relative(report.get('report'), root)} (+ accuracy.svg, scores.json)",
+            f"      accuracy: exact match {overall.get('exact_accuracy', 0):.1%}, "
+            f"contains {overall.get('contains_accuracy', 0):.1%} (the fake model echoes each question)",
+        ]
     if dag_run.dag_id == "embedding_refresh":
         published = _xcom(dag_run, "publish")
         if not published:
             return ["      vectors unchanged (content hashes match): no Asset event"]
-        return [f"      vectors:  {published['vectors']} in vectors.jsonl, {published['embedded']} embedded "
-                "this run; Asset event emitted -> embedding_search"]
+        return [
+            f"      vectors:  {published['vectors']} in vectors.jsonl, {published['embedded']} embedded "
+            "this run; Asset event emitted -> embedding_search"
+        ]
     if dag_run.dag_id == "embedding_search":
         answers = _xcom(dag_run, "answer") or []
         return [f"      answers:  {len(answers)} queries answered, see answers.md beside the results"]
@@ -198,10 +206,15 @@ def _extras(dag_run: Any, root: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m airflow_batch_provider.demo",
-                                     description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--profile", default="fast", choices=["instant", "fast", "realistic"],
-                        help="emulator timing profile (default: fast)")
+    parser = argparse.ArgumentParser(
+        prog="python -m airflow_batch_provider.demo", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument(
+        "--profile",
+        default="fast",
+        choices=["instant", "fast", "realistic"],
+        help="emulator timing profile (default: fast)",
+    )
     parser.add_argument("--output", default="demo-output", help="where results land (default: demo-output)")
     args = parser.parse_args(argv)
 
@@ -233,8 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     with emulator(root, args.profile) as handle:
         name, value = handle.connection_env("openai_default")
         os.environ[name] = value
-        print(f"Emulator ({args.profile} profile, fake model) at {handle.base_url}; "
-              f"batches: {handle.root_url}/_emulator/batches", flush=True)
+        print(
+            f"Emulator ({args.profile} profile, fake model) at {handle.base_url}; "
+            f"batches: {handle.root_url}/_emulator/batches",
+            flush=True,
+        )
         examples = root / "dags_examples"
         bag = BundleDagBag(dag_folder=examples, bundle_path=examples, bundle_name="dags-folder")
         if bag.import_errors:
@@ -248,9 +264,11 @@ def main(argv: list[str] | None = None) -> int:
         stats = handle.stats()
 
     print(summarize(runs, root, output, stats))
-    print(f"\nDone in {time.monotonic() - started:.0f} s. Start with "
-          f"{_relative((_xcom(runs[0][0], 'score_and_report') or {}).get('report'), root)}; "
-          "`make airflow` shows the same DAGs in the UI.")
+    print(
+        f"\nDone in {time.monotonic() - started:.0f} s. Start with "
+        f"{_relative((_xcom(runs[0][0], 'score_and_report') or {}).get('report'), root)}; "
+        "`make airflow` shows the same DAGs in the UI."
+    )
     return 0
 
 

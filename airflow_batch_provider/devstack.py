@@ -73,40 +73,49 @@ class Stack:
         from cryptography.fernet import Fernet
 
         env = dict(os.environ)
-        env.update({
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.root / "dags_examples"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",  # the examples start right away
-            "AIRFLOW__CORE__FERNET_KEY": self._secret("fernet.key", Fernet.generate_key().decode()),
-            "AIRFLOW__CORE__AUTH_MANAGER": (
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-            ),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # local only: no login
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
-            "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt.secret", secrets.token_urlsafe(32)),
-            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs / "tasks"),
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
-            "AIRFLOW_CONN_OPENAI_DEFAULT": json.dumps(
-                {"conn_type": "openai", "host": emulator_url, "password": api_key}
-            ),
-            "BATCH_DEMO_DESTINATION": self.results.as_uri(),
-            "BATCH_DEMO_POLL_INTERVAL": "5",
-        })
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "4",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.root / "dags_examples"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",  # the examples start right away
+                "AIRFLOW__CORE__FERNET_KEY": self._secret("fernet.key", Fernet.generate_key().decode()),
+                "AIRFLOW__CORE__AUTH_MANAGER": (
+                    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+                ),
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # local only: no login
+                "AIRFLOW__API__PORT": str(port),
+                "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+                "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt.secret", secrets.token_urlsafe(32)),
+                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs / "tasks"),
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+                "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+                "AIRFLOW_CONN_OPENAI_DEFAULT": json.dumps(
+                    {"conn_type": "openai", "host": emulator_url, "password": api_key}
+                ),
+                "BATCH_DEMO_DESTINATION": self.results.as_uri(),
+                "BATCH_DEMO_POLL_INTERVAL": "5",
+            }
+        )
         env.pop("BATCH_DEMO_STORAGE_CONN_ID", None)
         return env
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start ``argv`` detached (own session, so it outlives ``make``), log to a file, record its pid."""
         log = (self.logs / f"{name}.log").open("ab")
-        process = subprocess.Popen(argv, env=env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=self.root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.pid_file(name).write_text(str(process.pid))
         return process
 
@@ -127,14 +136,25 @@ def _start_emulator(stack: Stack, profile: str, port: int) -> str:
     """Start the emulator; return its base URL (read from its log's first line)."""
     log = stack.logs / "emulator.log"
     log.write_text("")
-    argv = [sys.executable, "-m", "airflow_batch_provider.emulator", "--host", "127.0.0.1",
-            "--port", str(port), "--data-dir", str(stack.home / "emulator"), "--profile", profile]
+    argv = [
+        sys.executable,
+        "-m",
+        "airflow_batch_provider.emulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(stack.home / "emulator"),
+        "--profile",
+        profile,
+    ]
     process = stack.spawn("emulator", argv)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         for line in log.read_text(errors="replace").splitlines():
             if line.startswith(_PREFIX):
-                return line[len(_PREFIX):].strip()
+                return line[len(_PREFIX) :].strip()
         if process.poll() is not None:
             raise SystemExit(f"The emulator exited ({process.returncode}); see {log}")
         time.sleep(0.2)
@@ -174,8 +194,14 @@ def start(stack: Stack, *, port: int, profile: str, emulator_port: int) -> int:
     if not stamp.exists():
         print("Migrating the Airflow database (once) ...", flush=True)
         with (stack.logs / "db-migrate.log").open("ab") as log:
-            subprocess.run(_airflow("db", "migrate"), env=env, cwd=stack.root, stdout=log,
-                           stderr=subprocess.STDOUT, check=True)
+            subprocess.run(
+                _airflow("db", "migrate"),
+                env=env,
+                cwd=stack.root,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=True,
+            )
         stamp.touch()
 
     for name in AIRFLOW_SERVICES:
@@ -185,16 +211,21 @@ def start(stack: Stack, *, port: int, profile: str, emulator_port: int) -> int:
     if not _wait_for_ui(port, 180):
         print(f"The API server is not answering yet; see {stack.logs / 'api-server.log'}")
         return 1
-    print("\n".join([
-        "",
-        f"Airflow UI: http://localhost:{port}  (local only: every user is admin, no login)",
-        f"Emulator batches: {emulator_url.removesuffix('/v1')}/_emulator/batches",
-        "DAGs: dags_examples/ (unpaused: nightly_eval and embedding_refresh start now; "
-        "trigger classify_dataset with max_requests_per_batch=400 to see several batches)",
-        f"Results: {stack.results.relative_to(stack.root)}/   Logs: {stack.logs.relative_to(stack.root)}/   "
-        f"Pids: {stack.demo.relative_to(stack.root)}/*.pid",
-        "Stop: make stop",
-    ]))
+    print(
+        "\n".join(
+            [
+                "",
+                f"Airflow UI: http://localhost:{port}  (local only: every user is admin, no login)",
+                f"Emulator batches: {emulator_url.removesuffix('/v1')}/_emulator/batches",
+                "DAGs: dags_examples/ (unpaused: nightly_eval and embedding_refresh start now; "
+                "trigger classify_dataset with max_requests_per_batch=400 to see several batches)",
+                f"Results: {stack.results.relative_to(stack.root)}/   "
+                f"Logs: {stack.logs.relative_to(stack.root)}/   "
+                f"Pids: {stack.demo.relative_to(stack.root)}/*.pid",
+                "Stop: make stop",
+            ]
+        )
+    )
     return 0
 
 
@@ -232,14 +263,19 @@ def status(stack: Stack) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m airflow_batch_provider.devstack",
-                                     description="A local Airflow with the emulator and the example DAGs.")
+    parser = argparse.ArgumentParser(
+        prog="python -m airflow_batch_provider.devstack",
+        description="A local Airflow with the emulator and the example DAGs.",
+    )
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--port", type=int, default=int(os.environ.get("AIRFLOW_PORT", "8080")))
     parser.add_argument("--emulator-port", type=int, default=0, help="default: a free port")
-    parser.add_argument("--profile", default=os.environ.get("EMULATOR_PROFILE", "realistic"),
-                        choices=["instant", "fast", "realistic"],
-                        help="emulator timing (default realistic: batches take a little while to watch)")
+    parser.add_argument(
+        "--profile",
+        default=os.environ.get("EMULATOR_PROFILE", "realistic"),
+        choices=["instant", "fast", "realistic"],
+        help="emulator timing (default realistic: batches take a little while to watch)",
+    )
     args = parser.parse_args(argv)
     from airflow_batch_provider.demo import find_root
 

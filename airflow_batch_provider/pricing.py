@@ -214,8 +214,16 @@ def estimate_cost(
     if not isinstance(usage, Usage):
         usage = Usage.from_usage(usage)
     found = match_price(model, prices)
-    result: dict[str, Any] = {"usd": None, "model": model, "matched": None, "price_per_1m": None,
-                              "basis": "batch", "source": None, "as_of": PRICES_AS_OF, "note": None}
+    result: dict[str, Any] = {
+        "usd": None,
+        "model": model,
+        "matched": None,
+        "price_per_1m": None,
+        "basis": "batch",
+        "source": None,
+        "as_of": PRICES_AS_OF,
+        "note": None,
+    }
     if found is None:
         result["note"] = (
             f"no price known for model {model!r}: cost not estimated; pass prices="
@@ -225,8 +233,11 @@ def estimate_cost(
     key, price, source = found
     cached = min(usage.cached_tokens, usage.input_tokens)
     cached_rate = price.input if price.cached_input is None else price.cached_input
-    usd = ((usage.input_tokens - cached) * price.input + cached * cached_rate
-           + usage.output_tokens * price.output) / 1_000_000
+    usd = (
+        (usage.input_tokens - cached) * price.input
+        + cached * cached_rate
+        + usage.output_tokens * price.output
+    ) / 1_000_000
     result.update(usd=_r(usd), matched=key, price_per_1m=price.to_dict(), source=source)
     if source == "built-in":
         result["note"] = f"estimate from built-in prices as of {PRICES_AS_OF}; the invoice is authoritative"

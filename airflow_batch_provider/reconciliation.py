@@ -147,7 +147,8 @@ class Reconciliation:
             "unsuccessful_sample": list(self.unsuccessful_sample),
             "unknown": {"count": self.unknown, "sample": list(self.unknown_sample)},
             "duplicate_inputs": {
-                "count": self.duplicate_inputs, "sample": list(self.duplicate_inputs_sample)
+                "count": self.duplicate_inputs,
+                "sample": list(self.duplicate_inputs_sample),
             },
             "duplicate_results": self.duplicate_results,
             "invalid_lines": {"count": self.invalid_lines, "sample": list(self.invalid_sample)},

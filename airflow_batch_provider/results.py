@@ -80,26 +80,59 @@ from airflow_batch_provider.pricing import Usage
 from airflow_batch_provider.reconciliation import STATUSES, Reconciliation, ResultStatus
 
 __all__ = [
-    "STATUSES", "BatchResults", "InputShard", "Outcome", "Reconciliation", "ResultError", "ResultLine",
-    "ResultResponse", "ResultStatus", "classify", "is_retryable", "is_retryable_error",
-    "iter_retryable_lines", "join_results",
+    "STATUSES",
+    "BatchResults",
+    "InputShard",
+    "Outcome",
+    "Reconciliation",
+    "ResultError",
+    "ResultLine",
+    "ResultResponse",
+    "ResultStatus",
+    "classify",
+    "is_retryable",
+    "is_retryable_error",
+    "iter_retryable_lines",
+    "join_results",
 ]
 
 
 #: HTTP statuses worth another attempt (as the SDK retries them), besides every 5xx.
 RETRYABLE_STATUS_CODES = frozenset({408, 409, 429})
 #: Error codes/types worth another attempt.
-RETRYABLE_CODES = frozenset({
-    "rate_limit_exceeded", "token_limit_exceeded", "tokens_exceeded", "server_error",
-    "internal_error", "internal_server_error", "service_unavailable", "overloaded",
-    "engine_overloaded", "timeout", "request_timeout", "batch_expired",
-})
+RETRYABLE_CODES = frozenset(
+    {
+        "rate_limit_exceeded",
+        "token_limit_exceeded",
+        "tokens_exceeded",
+        "server_error",
+        "internal_error",
+        "internal_server_error",
+        "service_unavailable",
+        "overloaded",
+        "engine_overloaded",
+        "timeout",
+        "request_timeout",
+        "batch_expired",
+    }
+)
 #: Codes/types that fail the same way every time: never resubmitted, whatever the HTTP status.
-NEVER_RETRY_CODES = frozenset({
-    "context_length_exceeded", "invalid_request_error", "invalid_prompt", "content_filter",
-    "content_policy_violation", "model_not_found", "insufficient_quota", "invalid_api_key",
-    "string_above_max_length", "invalid_image", "unsupported_value", "unsupported_parameter",
-})
+NEVER_RETRY_CODES = frozenset(
+    {
+        "context_length_exceeded",
+        "invalid_request_error",
+        "invalid_prompt",
+        "content_filter",
+        "content_policy_violation",
+        "model_not_found",
+        "insufficient_quota",
+        "invalid_api_key",
+        "string_above_max_length",
+        "invalid_image",
+        "unsupported_value",
+        "unsupported_parameter",
+    }
+)
 #: Error codes of requests the service never ran.
 EXPIRED_CODES = frozenset({"batch_expired", "request_expired"})
 CANCELLED_CODES = frozenset({"batch_cancelled", "request_cancelled", "cancelled"})
@@ -158,8 +191,14 @@ class Outcome:
         """The ``error`` object of a ``results.jsonl`` line (``None`` on success)."""
         if self.status is ResultStatus.SUCCEEDED:
             return None
-        return {"code": self.code, "message": self.message, "type": self.type, "param": self.param,
-                "status_code": self.status_code, "retryable": self.retryable}
+        return {
+            "code": self.code,
+            "message": self.message,
+            "type": self.type,
+            "param": self.param,
+            "status_code": self.status_code,
+            "retryable": self.retryable,
+        }
 
 
 def is_retryable_error(status_code: int | None, *codes: str | None) -> bool:
@@ -188,8 +227,9 @@ def classify(line: ResultLine, *, retry_cancelled: bool = False) -> Outcome:
         return Outcome(ResultStatus.FAILED, is_retryable_error(None, code), code, message)
     response = line.response
     if response is None:
-        return Outcome(ResultStatus.FAILED, False, "empty_result",
-                       "the result line has neither a response nor an error")
+        return Outcome(
+            ResultStatus.FAILED, False, "empty_result", "the result line has neither a response nor an error"
+        )
     if 200 <= response.status_code < 300:
         return Outcome(ResultStatus.SUCCEEDED, status_code=response.status_code)
     body: Mapping[str, Any] = response.body if isinstance(response.body, Mapping) else {}
@@ -251,33 +291,64 @@ class BatchResults:
     retry_cancelled: bool = False
 
     @classmethod
-    def from_summary(cls, summary: Mapping[str, Any], output_lines: Iterable[bytes] = (),
-                     error_lines: Iterable[bytes] = (), **kwargs: Any) -> BatchResults:
+    def from_summary(
+        cls,
+        summary: Mapping[str, Any],
+        output_lines: Iterable[bytes] = (),
+        error_lines: Iterable[bytes] = (),
+        **kwargs: Any,
+    ) -> BatchResults:
         """Build from a ``summarize_batch`` dict (id, status, errors) and the file lines."""
-        return cls(batch_id=summary["id"], output_lines=output_lines, error_lines=error_lines,
-                   status=summary.get("status"), errors=summary.get("errors") or (), **kwargs)
+        return cls(
+            batch_id=summary["id"],
+            output_lines=output_lines,
+            error_lines=error_lines,
+            status=summary.get("status"),
+            errors=summary.get("errors") or (),
+            **kwargs,
+        )
 
     def absent_outcome(self) -> Outcome:
         """The outcome of a request sent to this batch that has no line in its files."""
         if self.status == "expired":
-            return Outcome(ResultStatus.EXPIRED, True, "batch_expired",
-                           f"batch {self.batch_id} expired before this request ran")
+            return Outcome(
+                ResultStatus.EXPIRED,
+                True,
+                "batch_expired",
+                f"batch {self.batch_id} expired before this request ran",
+            )
         if self.status == "cancelled":
-            return Outcome(ResultStatus.CANCELLED, self.retry_cancelled, "batch_cancelled",
-                           f"batch {self.batch_id} was cancelled before this request ran")
+            return Outcome(
+                ResultStatus.CANCELLED,
+                self.retry_cancelled,
+                "batch_cancelled",
+                f"batch {self.batch_id} was cancelled before this request ran",
+            )
         if self.status == "failed":
             first = self.errors[0] if self.errors else {}
             code = first.get("code") or "batch_failed"
-            return Outcome(ResultStatus.FAILED, is_retryable_error(None, code), code,
-                           f"batch {self.batch_id} failed: {first.get('message') or 'no requests ran'}")
-        return Outcome(ResultStatus.MISSING, False, "missing",
-                       f"no line for this request in the output or error file of batch {self.batch_id} "
-                       f"(status {self.status or 'unknown'})")
+            return Outcome(
+                ResultStatus.FAILED,
+                is_retryable_error(None, code),
+                code,
+                f"batch {self.batch_id} failed: {first.get('message') or 'no requests ran'}",
+            )
+        return Outcome(
+            ResultStatus.MISSING,
+            False,
+            "missing",
+            f"no line for this request in the output or error file of batch {self.batch_id} "
+            f"(status {self.status or 'unknown'})",
+        )
 
 
 def _missing_no_batch() -> Outcome:
-    return Outcome(ResultStatus.MISSING, False, "missing",
-                   "no line for this request in any output or error file, and its batch is unknown")
+    return Outcome(
+        ResultStatus.MISSING,
+        False,
+        "missing",
+        "no line for this request in any output or error file, and its batch is unknown",
+    )
 
 
 # ----------------------------------------------------------------------------- join
@@ -369,8 +440,13 @@ class _Index:
 
 def _ingest(index: _Index, batch: BatchResults, report: Reconciliation) -> dict[str, Any]:
     db = index.db
-    seen: dict[str, Any] = {"batch_id": batch.batch_id, "round": batch.round, "status": batch.status,
-                            "output_lines": 0, "error_lines": 0}
+    seen: dict[str, Any] = {
+        "batch_id": batch.batch_id,
+        "round": batch.round,
+        "status": batch.status,
+        "output_lines": 0,
+        "error_lines": 0,
+    }
     for kind, lines in (("output", batch.output_lines), ("error", batch.error_lines)):
         for number, raw in enumerate(lines or (), 1):
             if not raw.strip():
@@ -396,8 +472,9 @@ def _ingest(index: _Index, batch: BatchResults, report: Reconciliation) -> dict[
                 report.usage_by_model.setdefault(model, Usage()).add(usage)
             success = outcome.status is ResultStatus.SUCCEEDED
             new_key = (success, batch.round, _RANK[outcome.status.value])
-            old = db.execute("SELECT success, round, rank FROM results WHERE custom_id=?",
-                             (line.custom_id,)).fetchone()
+            old = db.execute(
+                "SELECT success, round, rank FROM results WHERE custom_id=?", (line.custom_id,)
+            ).fetchone()
             if old is not None and old[1] == batch.round:
                 report.duplicate_results += 1
             if old is not None and new_key <= tuple(old):
@@ -405,9 +482,18 @@ def _ingest(index: _Index, batch: BatchResults, report: Reconciliation) -> dict[
             error = outcome.error_dict()
             db.execute(
                 "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (line.custom_id, success, batch.round, new_key[2], outcome.status.value, outcome.retryable,
-                 outcome.code, batch.batch_id, None if body is None else _dumps(body),
-                 None if error is None else _dumps(error)),
+                (
+                    line.custom_id,
+                    success,
+                    batch.round,
+                    new_key[2],
+                    outcome.status.value,
+                    outcome.retryable,
+                    outcome.code,
+                    batch.batch_id,
+                    None if body is None else _dumps(body),
+                    None if error is None else _dumps(error),
+                ),
             )
     for number, raw in enumerate(batch.request_lines or (), 1):
         if not raw.strip():
@@ -415,12 +501,16 @@ def _ingest(index: _Index, batch: BatchResults, report: Reconciliation) -> dict[
         try:
             custom_id = json.loads(raw)["custom_id"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise BatchFileError(f"request line {number} of batch {batch.batch_id} has no custom_id "
-                                 f"({exc!r}): pass the input lines that batch was created from") from exc
+            raise BatchFileError(
+                f"request line {number} of batch {batch.batch_id} has no custom_id "
+                f"({exc!r}): pass the input lines that batch was created from"
+            ) from exc
         if isinstance(custom_id, str):
-            db.execute("INSERT INTO sent VALUES (?,?,?) ON CONFLICT(custom_id) DO UPDATE SET "
-                       "round=excluded.round, batch_id=excluded.batch_id WHERE excluded.round > sent.round",
-                       (custom_id, batch.round, batch.batch_id))
+            db.execute(
+                "INSERT INTO sent VALUES (?,?,?) ON CONFLICT(custom_id) DO UPDATE SET "
+                "round=excluded.round, batch_id=excluded.batch_id WHERE excluded.round > sent.round",
+                (custom_id, batch.round, batch.batch_id),
+            )
     return seen
 
 
@@ -472,17 +562,26 @@ def join_results(
     return report
 
 
-def _write_joined(index: _Index, inputs: Iterable[bytes] | Iterable[InputShard],
-                  by_id: Mapping[str, BatchResults], default: BatchResults | None,
-                  report: Reconciliation, write: _Buffered, retry: _Buffered | None) -> None:
+def _write_joined(
+    index: _Index,
+    inputs: Iterable[bytes] | Iterable[InputShard],
+    by_id: Mapping[str, BatchResults],
+    default: BatchResults | None,
+    report: Reconciliation,
+    write: _Buffered,
+    retry: _Buffered | None,
+) -> None:
     db = index.db
     for custom_id, body, raw, shard_batch in _iter_requests(inputs):
         report.total += 1
         if db.execute("INSERT OR IGNORE INTO inputs VALUES (?)", (custom_id,)).rowcount == 0:
             report.duplicate_inputs += 1
             report.keep_sample(report.duplicate_inputs_sample, custom_id)
-        row = db.execute("SELECT success, round, status, retryable, code, batch_id, response, error "
-                         "FROM results WHERE custom_id=?", (custom_id,)).fetchone()
+        row = db.execute(
+            "SELECT success, round, status, retryable, code, batch_id, response, error "
+            "FROM results WHERE custom_id=?",
+            (custom_id,),
+        ).fetchone()
         sent = db.execute("SELECT round, batch_id FROM sent WHERE custom_id=?", (custom_id,)).fetchone()
         if sent is not None:
             latest_round, latest = sent[0], by_id.get(sent[1])
@@ -499,8 +598,9 @@ def _write_joined(index: _Index, inputs: Iterable[bytes] | Iterable[InputShard],
         if status == "missing":
             report.keep_sample(report.missing_sample, custom_id)
         if status != "succeeded":
-            report.keep_sample(report.unsuccessful_sample,
-                           {"custom_id": custom_id, "status": status, "code": code})
+            report.keep_sample(
+                report.unsuccessful_sample, {"custom_id": custom_id, "status": status, "code": code}
+            )
             if retryable:
                 report.retryable += 1
                 report.keep_sample(report.retryable_sample, custom_id)
@@ -516,8 +616,10 @@ def _write_joined(index: _Index, inputs: Iterable[bytes] | Iterable[InputShard],
 def _count_unknown(index: _Index, report: Reconciliation) -> None:
     query = "FROM results WHERE custom_id NOT IN (SELECT custom_id FROM inputs)"
     report.unknown = index.db.execute(f"SELECT count(*) {query}").fetchone()[0]
-    report.unknown_sample = [r[0] for r in index.db.execute(
-        f"SELECT custom_id {query} ORDER BY rowid LIMIT ?", (report.sample_size,))]
+    report.unknown_sample = [
+        r[0]
+        for r in index.db.execute(f"SELECT custom_id {query} ORDER BY rowid LIMIT ?", (report.sample_size,))
+    ]
 
 
 def iter_retryable_lines(
@@ -537,14 +639,18 @@ def iter_retryable_lines(
         if line is None:
             raise ReconciliationError(
                 f"results.jsonl ends at line {number - 1} but the input has more requests "
-                f"(next custom_id {custom_id!r}): re-run the join to rewrite results.jsonl")
+                f"(next custom_id {custom_id!r}): re-run the join to rewrite results.jsonl"
+            )
         result = json.loads(line)
         if result.get("custom_id") != custom_id:
             raise ReconciliationError(
                 f"results.jsonl line {number} is custom_id {result.get('custom_id')!r} but input request "
-                f"{number} is {custom_id!r}: these results were not joined from this input")
+                f"{number} is {custom_id!r}: these results were not joined from this input"
+            )
         if is_retryable(result):
             yield raw.rstrip(b"\r\n") + b"\n"
     if next(results, None) is not None:
-        raise ReconciliationError("results.jsonl has more lines than the input has requests: "
-                                  "these results were not joined from this input")
+        raise ReconciliationError(
+            "results.jsonl has more lines than the input has requests: "
+            "these results were not joined from this input"
+        )

@@ -86,8 +86,12 @@ def classify_dataset():
         text, counts = classification.to_csv(rows)
         folder = fetched["destination"].rstrip("/")
         storage.write_text(f"{folder}/labels.csv", text)
-        summary = {"rows": sum(counts.values()), "labels": dict(sorted(counts.items())),
-                   "batches": len(fetched["batch_ids"]), "cost_usd": fetched.get("cost_usd")}
+        summary = {
+            "rows": sum(counts.values()),
+            "labels": dict(sorted(counts.items())),
+            "batches": len(fetched["batch_ids"]),
+            "cost_usd": fetched.get("cost_usd"),
+        }
         storage.write_text(f"{folder}/summary.json", json.dumps(summary, indent=2))
         return summary
 

@@ -41,8 +41,16 @@ START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 RETRY = {"retries": 1, "retry_delay": timedelta(seconds=30)}
 
 
-@dag(schedule="@daily", start_date=START, catchup=False, max_active_runs=1, default_args=RETRY,
-     user_defined_filters={"slug": storage.slug}, tags=["openai-batch", "example"], doc_md=__doc__)
+@dag(
+    schedule="@daily",
+    start_date=START,
+    catchup=False,
+    max_active_runs=1,
+    default_args=RETRY,
+    user_defined_filters={"slug": storage.slug},
+    tags=["openai-batch", "example"],
+    doc_md=__doc__,
+)
 def embedding_refresh():
     @task
     def scan_documents() -> list[dict]:
@@ -53,8 +61,10 @@ def embedding_refresh():
     def plan(documents: list[dict]) -> dict:
         previous = storage.iter_jsonl(VECTORS_URL)
         todo = embeddings.plan_refresh(documents, previous, model=MODEL, dimensions=DIMENSIONS)
-        print(f"{len(todo.to_embed)} new or changed, {len(todo.unchanged)} unchanged, "
-              f"{len(todo.removed)} removed")
+        print(
+            f"{len(todo.to_embed)} new or changed, {len(todo.unchanged)} unchanged, "
+            f"{len(todo.removed)} removed"
+        )
         return {"to_embed": todo.to_embed, "removed": todo.removed, "unchanged": todo.unchanged}
 
     # Skip the batch when no document changed; `publish` still runs (for removals).
@@ -87,8 +97,9 @@ def embedding_refresh():
         # What fetch_vectors landed for this run (nothing if only removals).
         results = storage.iter_jsonl(f"{RUNS_URL}/{storage.slug(str(run_id))}/results.jsonl")
         new = embeddings.vectors_from_results(results)
-        rows = embeddings.merge_vectors(storage.iter_jsonl(VECTORS_URL), planned, new,
-                                        model=MODEL, dimensions=DIMENSIONS)
+        rows = embeddings.merge_vectors(
+            storage.iter_jsonl(VECTORS_URL), planned, new, model=MODEL, dimensions=DIMENSIONS
+        )
         storage.write_text(VECTORS_URL, "".join(json.dumps(r) + "\n" for r in rows))
         return {"vectors": len(rows), "embedded": len(new), "removed": len(planned["removed"])}
 
@@ -99,10 +110,17 @@ def embedding_refresh():
 DEFAULT_QUERIES = ["my lamp keeps flickering", "how do I get my money back", "connect the lamp to wifi"]
 
 
-@dag(schedule=[VECTORS], start_date=START, catchup=False, max_active_runs=1, default_args=RETRY,
-     user_defined_filters={"slug": storage.slug}, tags=["openai-batch", "example"],
-     params={"queries": Param(DEFAULT_QUERIES, type="array", description="Questions to search for")},
-     doc_md=__doc__)
+@dag(
+    schedule=[VECTORS],
+    start_date=START,
+    catchup=False,
+    max_active_runs=1,
+    default_args=RETRY,
+    user_defined_filters={"slug": storage.slug},
+    tags=["openai-batch", "example"],
+    params={"queries": Param(DEFAULT_QUERIES, type="array", description="Questions to search for")},
+    doc_md=__doc__,
+)
 def embedding_search():
     @task
     def saved_queries(params: dict | None = None) -> list[dict]:
@@ -129,8 +147,10 @@ def embedding_search():
         index = NearestNeighbourIndex((r["doc_id"], r["vector"]) for r in storage.iter_jsonl(VECTORS_URL))
         vectors = embeddings.vectors_from_results(storage.iter_jsonl(fetched["results_uri"]))
         texts = {f"q{i + 1}": t for i, t in enumerate((params or {})["queries"])}
-        answers = [{"query_id": q, "query": texts.get(q), "matches": index.search(v, k=3)}
-                   for q, v in sorted(vectors.items())]
+        answers = [
+            {"query_id": q, "query": texts.get(q), "matches": index.search(v, k=3)}
+            for q, v in sorted(vectors.items())
+        ]
         folder = fetched["destination"].rstrip("/")
         storage.write_text(f"{folder}/answers.json", json.dumps(answers, indent=2))
         lines = [f"# Search over {len(index)} documents", ""]

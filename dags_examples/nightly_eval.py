@@ -65,15 +65,25 @@ def nightly_eval():
     def score_and_report(fetched: dict, run_id: str | None = None) -> dict:
         results = {line["custom_id"]: line for line in storage.iter_jsonl(fetched["results_uri"])}
         scores = evaluation.score(load_eval_set(), results)
-        doc = {"run_id": run_id, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "model": fetched.get("model"), **scores.to_dict()}
+        doc = {
+            "run_id": run_id,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model": fetched.get("model"),
+            **scores.to_dict(),
+        }
         history = report.history_rows(storage.read_all(RESULTS_ROOT, "scores.json"), doc)
 
         folder = fetched["destination"].rstrip("/")
         storage.write_text(f"{folder}/scores.json", json.dumps(doc, indent=2))
         storage.write_text(f"{folder}/accuracy.svg", report.chart(doc, history))
-        text = report.markdown(run_id=str(run_id), model=doc["model"], scores=doc, history=history,
-                               fetch=fetched, items=scores.items)
+        text = report.markdown(
+            run_id=str(run_id),
+            model=doc["model"],
+            scores=doc,
+            history=history,
+            fetch=fetched,
+            items=scores.items,
+        )
         storage.write_text(f"{folder}/report.md", text)
         return {"report": f"{folder}/report.md", "overall": doc["overall"]}
 

@@ -35,7 +35,8 @@ RESPONSE_FORMAT: dict[str, Any] = {
 
 SYSTEM_PROMPT = (
     "You label customer support tickets for a smart lamp company. Labels: "
-    + ", ".join(LABELS) + ". Answer with the JSON object only."
+    + ", ".join(LABELS)
+    + ". Answer with the JSON object only."
 )
 
 
@@ -61,10 +62,16 @@ def labelled_rows(results: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, An
     """One ``{"ticket_id", "label", "confidence", "status"}`` per ``results.jsonl`` line."""
     for line in results:
         answer = parse_label(line.get("response")) if line.get("status") == "succeeded" else None
-        yield {"ticket_id": line["custom_id"], "label": (answer or {}).get("label", ""),
-               "confidence": (answer or {}).get("confidence", ""),
-               "status": line.get("status") if answer else "unparsed" if line.get("status") == "succeeded"
-               else line.get("status")}
+        yield {
+            "ticket_id": line["custom_id"],
+            "label": (answer or {}).get("label", ""),
+            "confidence": (answer or {}).get("confidence", ""),
+            "status": line.get("status")
+            if answer
+            else "unparsed"
+            if line.get("status") == "succeeded"
+            else line.get("status"),
+        }
 
 
 def to_csv(rows: Iterable[Mapping[str, Any]]) -> tuple[str, Counter[str]]:

@@ -58,8 +58,12 @@ def plan_refresh(
         seen.add(doc_id)
         digest = content_hash(text)
         old = known.get(doc_id)
-        if (old and old.get("sha256") == digest and old.get("model") == model
-                and old.get("dimensions") == dimensions):
+        if (
+            old
+            and old.get("sha256") == digest
+            and old.get("model") == model
+            and old.get("dimensions") == dimensions
+        ):
             plan.unchanged.append(doc_id)
         else:
             plan.to_embed.append({"doc_id": doc_id, "text": text, "sha256": digest})
@@ -102,6 +106,11 @@ def merge_vectors(
     for doc in to_embed:
         vector = new_vectors.get(doc["doc_id"])
         if vector is not None:
-            rows[doc["doc_id"]] = {"doc_id": doc["doc_id"], "sha256": doc["sha256"], "model": model,
-                                   "dimensions": dimensions, "vector": vector}
+            rows[doc["doc_id"]] = {
+                "doc_id": doc["doc_id"],
+                "sha256": doc["sha256"],
+                "model": model,
+                "dimensions": dimensions,
+                "vector": vector,
+            }
     return [rows[k] for k in sorted(rows)]

@@ -90,8 +90,11 @@ class CategoryScore:
         self.failed += failed
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "exact_accuracy": round(self.exact_accuracy, 4),
-                "contains_accuracy": round(self.contains_accuracy, 4)}
+        return {
+            **asdict(self),
+            "exact_accuracy": round(self.exact_accuracy, 4),
+            "contains_accuracy": round(self.contains_accuracy, 4),
+        }
 
 
 @dataclass
@@ -126,9 +129,17 @@ def score(items: Iterable[Mapping[str, Any]], results: Mapping[str, Mapping[str,
         category = scores.categories.setdefault(item["category"], CategoryScore(item["category"]))
         for bucket in (category, scores.overall):
             bucket.add(exact, contains, not succeeded)
-        scores.items.append({"id": item["id"], "category": item["category"], "expected": item["expected"],
-                             "answer": answer, "status": result.get("status", "missing"),
-                             "exact": exact, "contains": contains})
+        scores.items.append(
+            {
+                "id": item["id"],
+                "category": item["category"],
+                "expected": item["expected"],
+                "answer": answer,
+                "status": result.get("status", "missing"),
+                "exact": exact,
+                "contains": contains,
+            }
+        )
     return scores
 
 

@@ -60,7 +60,9 @@ class NearestNeighbourIndex:
         if self.dimensions is not None and len(vector) != self.dimensions:
             raise ValueError(f"query has {len(vector)} dimensions, the index {self.dimensions}")
         query = _unit(vector)
-        scored = ((math.fsum(q * u for q, u in zip(query, unit, strict=True)), key)
-                  for key, unit in zip(self._keys, self._units, strict=True))
+        scored = (
+            (math.fsum(q * u for q, u in zip(query, unit, strict=True)), key)
+            for key, unit in zip(self._keys, self._units, strict=True)
+        )
         best = heapq.nsmallest(k, scored, key=lambda s: (-s[0], s[1]))
         return [(key, round(similarity, 6)) for similarity, key in best]

@@ -38,8 +38,9 @@ def chart(scores: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> st
     """The SVG chart of a run: categories of ``scores`` and the ``history`` rows."""
     categories = [(c["category"], c["exact_accuracy"], c["contains_accuracy"]) for c in scores["categories"]]
     # "MM-DD HH:MM": several runs a day stay apart.
-    runs = [(r["finished_at"][5:16].replace("T", " ") or r["run_id"], r["exact"], r["contains"])
-            for r in history]
+    runs = [
+        (r["finished_at"][5:16].replace("T", " ") or r["run_id"], r["exact"], r["contains"]) for r in history
+    ]
     return accuracy_chart(categories, runs)
 
 
@@ -84,8 +85,10 @@ def markdown(
         "|---|---:|---:|---:|---:|",
     ]
     for c in scores["categories"]:
-        lines.append(f"| {c['category']} | {c['total']} | {_pct(c['exact_accuracy'])} | "
-                     f"{_pct(c['contains_accuracy'])} | {c['failed']} |")
+        lines.append(
+            f"| {c['category']} | {c['total']} | {_pct(c['exact_accuracy'])} | "
+            f"{_pct(c['contains_accuracy'])} | {c['failed']} |"
+        )
     lines += ["", "## Across runs", "", "| run | finished | exact match | contains |", "|---|---|---:|---:|"]
     for r in reversed(history):
         lines.append(f"| {r['run_id']} | {r['finished_at']} | {_pct(r['exact'])} | {_pct(r['contains'])} |")

@@ -28,8 +28,9 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 def destination_root() -> str:
     """The results root URL, always ending in ``/``."""
-    default = "file://" + os.path.join(os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")),
-                                       "batch-results")
+    default = "file://" + os.path.join(
+        os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "batch-results"
+    )
     root = os.environ.get("BATCH_DEMO_DESTINATION") or default
     return root.rstrip("/") + "/"
 

@@ -17,8 +17,10 @@ _LEFT, _RIGHT, _TOP, _BOTTOM = 56, 16, 40, 64
 
 
 def _text(x: float, y: float, text: str, *, size: int = 12, anchor: str = "middle", extra: str = "") -> str:
-    return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}"{extra}>'
-            f"{escape(text)}</text>")
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}"{extra}>'
+        f"{escape(text)}</text>"
+    )
 
 
 def _axes(top: float, title: str) -> list[str]:
@@ -54,8 +56,10 @@ def _bars(top: float, categories: Sequence[tuple[str, float, float]]) -> list[st
         for offset, value, colour in ((-bar, exact, EXACT_COLOUR), (0.0, contains, CONTAINS_COLOUR)):
             h = height * max(0.0, min(1.0, value))
             x = centre + offset
-            out.append(f'<rect x="{x:.1f}" y="{y1 - h:.1f}" width="{bar:.1f}" height="{h:.1f}" '
-                       f'fill="{colour}"><title>{escape(name)}: {value:.0%}</title></rect>')
+            out.append(
+                f'<rect x="{x:.1f}" y="{y1 - h:.1f}" width="{bar:.1f}" height="{h:.1f}" '
+                f'fill="{colour}"><title>{escape(name)}: {value:.0%}</title></rect>'
+            )
             out.append(_text(x + bar / 2, y1 - h - 4, f"{value:.0%}", size=10))
         out.append(_text(centre, y1 + 18, name, size=12))
     return out
@@ -75,13 +79,15 @@ def _lines(top: float, history: Sequence[tuple[str, float, float]]) -> list[str]
             path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
             out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
         for (x, y), run in zip(points, history, strict=True):
-            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colour}">'
-                       f"<title>{escape(run[0])}: {float(run[column]):.0%}</title></circle>")
+            out.append(
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colour}">'
+                f"<title>{escape(run[0])}: {float(run[column]):.0%}</title></circle>"
+            )
     # Labels about 80 px apart at most; the newest run always gets one.
     every = max(1, math.ceil(80 / step))
     shown = list(range(0, len(history), every))
     if shown and shown[-1] != len(history) - 1:
-        shown[-1 if len(history) - 1 - shown[-1] < every else len(shown):] = [len(history) - 1]
+        shown[-1 if len(history) - 1 - shown[-1] < every else len(shown) :] = [len(history) - 1]
     for i in shown:
         out.append(_text(xs[i], y1 + 18, history[i][0][:16], size=10))
     return out
@@ -96,6 +102,8 @@ def accuracy_chart(
     :param history: ``(run label, exact, contains)`` of past runs and this one, oldest first.
     """
     body = _bars(0, categories) + _lines(_H, history)
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{2 * _H}" '
-            f'viewBox="0 0 {_W} {2 * _H}" font-family="Helvetica, Arial, sans-serif">\n'
-            f'<rect width="100%" height="100%" fill="white"/>\n' + "\n".join(body) + "\n</svg>\n")
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{2 * _H}" '
+        f'viewBox="0 0 {_W} {2 * _H}" font-family="Helvetica, Arial, sans-serif">\n'
+        f'<rect width="100%" height="100%" fill="white"/>\n' + "\n".join(body) + "\n</svg>\n"
+    )

@@ -20,17 +20,48 @@ SEED = 20240601
 # --- eval set: 6 categories x 20 items ---------------------------------------------------
 
 CAPITALS = [
-    ("France", "Paris"), ("Japan", "Tokyo"), ("Canada", "Ottawa"), ("Australia", "Canberra"),
-    ("Brazil", "Brasilia"), ("Kenya", "Nairobi"), ("Norway", "Oslo"), ("Egypt", "Cairo"),
-    ("Peru", "Lima"), ("Vietnam", "Hanoi"), ("Portugal", "Lisbon"), ("Poland", "Warsaw"),
-    ("Chile", "Santiago"), ("Ireland", "Dublin"), ("Morocco", "Rabat"), ("Thailand", "Bangkok"),
-    ("Sweden", "Stockholm"), ("Argentina", "Buenos Aires"), ("New Zealand", "Wellington"),
+    ("France", "Paris"),
+    ("Japan", "Tokyo"),
+    ("Canada", "Ottawa"),
+    ("Australia", "Canberra"),
+    ("Brazil", "Brasilia"),
+    ("Kenya", "Nairobi"),
+    ("Norway", "Oslo"),
+    ("Egypt", "Cairo"),
+    ("Peru", "Lima"),
+    ("Vietnam", "Hanoi"),
+    ("Portugal", "Lisbon"),
+    ("Poland", "Warsaw"),
+    ("Chile", "Santiago"),
+    ("Ireland", "Dublin"),
+    ("Morocco", "Rabat"),
+    ("Thailand", "Bangkok"),
+    ("Sweden", "Stockholm"),
+    ("Argentina", "Buenos Aires"),
+    ("New Zealand", "Wellington"),
     ("Turkey", "Ankara"),
 ]
 WORDS = [
-    "lantern", "harbor", "pepper", "violet", "granite", "meadow", "cobalt", "saddle", "ribbon",
-    "thunder", "marble", "walnut", "compass", "falcon", "orchid", "velvet", "summit", "canyon",
-    "ember", "glacier",
+    "lantern",
+    "harbor",
+    "pepper",
+    "violet",
+    "granite",
+    "meadow",
+    "cobalt",
+    "saddle",
+    "ribbon",
+    "thunder",
+    "marble",
+    "walnut",
+    "compass",
+    "falcon",
+    "orchid",
+    "velvet",
+    "summit",
+    "canyon",
+    "ember",
+    "glacier",
 ]
 NAMES = ["Ada", "Bruno", "Chen", "Dara", "Elif", "Femi", "Goran", "Hana", "Ivan", "Jonas"]
 REVIEWS_POS = [
@@ -70,29 +101,39 @@ def _extraction(rng: random.Random, i: int) -> dict:
     if kind == 0:
         order = f"LX-{rng.randint(10000, 99999)}"
         text = f"Hi, this is {name}. My order {order} arrived with a broken switch."
-        return {"question": f'Extract the order number from: "{text}" Reply with the order number only.',
-                "expected": order}
+        return {
+            "question": f'Extract the order number from: "{text}" Reply with the order number only.',
+            "expected": order,
+        }
     if kind == 1:
         email = f"{name.lower()}.{rng.choice(WORDS)}@example.com"
         text = f"Please send the invoice to {email} before Friday."
-        return {"question": f'Extract the email address from: "{text}" Reply with the address only.',
-                "expected": email}
+        return {
+            "question": f'Extract the email address from: "{text}" Reply with the address only.',
+            "expected": email,
+        }
     day = rng.randint(1, 28)
     month = rng.choice(["March", "April", "May", "June"])
     text = f"{name} booked the installation for {day} {month}, in the morning."
-    return {"question": f'On which date is the installation? "{text}" Reply like "5 May".',
-            "expected": f"{day} {month}"}
+    return {
+        "question": f'On which date is the installation? "{text}" Reply like "5 May".',
+        "expected": f"{day} {month}",
+    }
 
 
 def _formatting(rng: random.Random, i: int) -> dict:
     word = WORDS[i]
     kind = i % 3
     if kind == 0:
-        return {"question": f"Write the word '{word}' in upper case. Reply with the word only.",
-                "expected": word.upper()}
+        return {
+            "question": f"Write the word '{word}' in upper case. Reply with the word only.",
+            "expected": word.upper(),
+        }
     if kind == 1:
-        return {"question": f"Write the word '{word}' backwards. Reply with the result only.",
-                "expected": word[::-1]}
+        return {
+            "question": f"Write the word '{word}' backwards. Reply with the result only.",
+            "expected": word[::-1],
+        }
     picked = rng.sample(WORDS, 3)
     question = f"Sort alphabetically: {', '.join(picked)}. Reply with the words separated by commas."
     return {"question": question, "expected": ", ".join(sorted(picked))}
@@ -101,24 +142,34 @@ def _formatting(rng: random.Random, i: int) -> dict:
 def _sentiment(rng: random.Random, i: int) -> dict:
     positive = i % 2 == 0
     review = (REVIEWS_POS if positive else REVIEWS_NEG)[(i // 2) % 5]
-    return {"question": f'Is this review positive or negative? "{review}" Reply with one word.',
-            "expected": "positive" if positive else "negative"}
+    return {
+        "question": f'Is this review positive or negative? "{review}" Reply with one word.',
+        "expected": "positive" if positive else "negative",
+    }
 
 
 def _units(rng: random.Random, i: int) -> dict:
     n = rng.randint(2, 40)
     kind = i % 4
     if kind == 0:
-        return {"question": f"How many grams are in {n} kilograms? Reply with the number only.",
-                "expected": str(n * 1000)}
+        return {
+            "question": f"How many grams are in {n} kilograms? Reply with the number only.",
+            "expected": str(n * 1000),
+        }
     if kind == 1:
-        return {"question": f"How many minutes are in {n} hours? Reply with the number only.",
-                "expected": str(n * 60)}
+        return {
+            "question": f"How many minutes are in {n} hours? Reply with the number only.",
+            "expected": str(n * 60),
+        }
     if kind == 2:
-        return {"question": f"How many centimetres are in {n} metres? Reply with the number only.",
-                "expected": str(n * 100)}
-    return {"question": f"How many days are in {n} weeks? Reply with the number only.",
-            "expected": str(n * 7)}
+        return {
+            "question": f"How many centimetres are in {n} metres? Reply with the number only.",
+            "expected": str(n * 100),
+        }
+    return {
+        "question": f"How many days are in {n} weeks? Reply with the number only.",
+        "expected": str(n * 7),
+    }
 
 
 CATEGORIES = {
@@ -143,45 +194,69 @@ def eval_set(rng: random.Random, per_category: int = 20) -> list[dict]:
 # --- documents: a small help centre ----------------------------------------------------
 
 DOCUMENTS = {
-    "getting-started": ("Getting started with your Lumen lamp",
-                        "Unpack the lamp, plug it in and hold the top button for three seconds until the "
-                        "ring "
-                        "glows blue. Open the Lumen app, tap Add device and follow the steps."),
-    "wifi-setup": ("Connecting to wifi",
-                   "Lumen lamps join 2.4 GHz networks only. If the app cannot find the lamp, move it closer "
-                   "to the router, check the password and disable client isolation on guest networks."),
-    "firmware-update": ("Updating the firmware",
-                        "Updates install overnight when the lamp is idle. To update now, open Settings, "
-                        "Device, Firmware and tap Check for updates. Keep the lamp powered during the "
-                        "update."),
-    "schedules": ("Schedules and routines",
-                  "A schedule turns the lamp on or off at set times; a routine changes brightness and colour "
-                  "gradually, for example a thirty minute sunrise before your alarm."),
-    "billing-faq": ("Billing questions",
-                    "Lumen Plus is billed monthly or yearly. Invoices are emailed on the billing date and "
-                    "listed under Account, Billing. Change the card on file there at any time."),
-    "refund-policy": ("Refunds",
-                      "You can return a lamp within 30 days for a full refund. Refunds go back to the "
-                      "original "
-                      "payment method within ten business days after we receive the lamp."),
-    "shipping-times": ("Shipping times",
-                       "Orders ship within two business days. Standard delivery takes three to five days, "
-                       "express one to two. Tracking numbers are emailed when the parcel leaves."),
-    "warranty": ("Warranty",
-                 "Every lamp has a two year warranty covering defects in materials and workmanship. Damage "
-                 "from drops or liquids is not covered. Contact support with your order number."),
-    "flicker": ("The light flickers",
-                "Flicker usually comes from a dimmer switch on the same circuit or a loose plug. Bypass the "
-                "dimmer, try another outlet and update the firmware. Persistent flicker is a warranty case."),
-    "privacy": ("Privacy and data",
-                "The app stores schedules and device names in your account. We never sell personal data. "
-                "Delete your account under Account, Privacy to erase everything within 30 days."),
-    "api-access": ("Developer API",
-                   "Lumen Plus includes a REST API for automations. Create a token under Account, Developer; "
-                   "tokens can be scoped to one home and revoked at any time."),
-    "team-accounts": ("Sharing a home",
-                      "Invite family members from Home, Members. Members control lamps and schedules; only "
-                      "owners can remove devices, change billing or delete the home."),
+    "getting-started": (
+        "Getting started with your Lumen lamp",
+        "Unpack the lamp, plug it in and hold the top button for three seconds until the "
+        "ring "
+        "glows blue. Open the Lumen app, tap Add device and follow the steps.",
+    ),
+    "wifi-setup": (
+        "Connecting to wifi",
+        "Lumen lamps join 2.4 GHz networks only. If the app cannot find the lamp, move it closer "
+        "to the router, check the password and disable client isolation on guest networks.",
+    ),
+    "firmware-update": (
+        "Updating the firmware",
+        "Updates install overnight when the lamp is idle. To update now, open Settings, "
+        "Device, Firmware and tap Check for updates. Keep the lamp powered during the "
+        "update.",
+    ),
+    "schedules": (
+        "Schedules and routines",
+        "A schedule turns the lamp on or off at set times; a routine changes brightness and colour "
+        "gradually, for example a thirty minute sunrise before your alarm.",
+    ),
+    "billing-faq": (
+        "Billing questions",
+        "Lumen Plus is billed monthly or yearly. Invoices are emailed on the billing date and "
+        "listed under Account, Billing. Change the card on file there at any time.",
+    ),
+    "refund-policy": (
+        "Refunds",
+        "You can return a lamp within 30 days for a full refund. Refunds go back to the "
+        "original "
+        "payment method within ten business days after we receive the lamp.",
+    ),
+    "shipping-times": (
+        "Shipping times",
+        "Orders ship within two business days. Standard delivery takes three to five days, "
+        "express one to two. Tracking numbers are emailed when the parcel leaves.",
+    ),
+    "warranty": (
+        "Warranty",
+        "Every lamp has a two year warranty covering defects in materials and workmanship. Damage "
+        "from drops or liquids is not covered. Contact support with your order number.",
+    ),
+    "flicker": (
+        "The light flickers",
+        "Flicker usually comes from a dimmer switch on the same circuit or a loose plug. Bypass the "
+        "dimmer, try another outlet and update the firmware. Persistent flicker is a warranty case.",
+    ),
+    "privacy": (
+        "Privacy and data",
+        "The app stores schedules and device names in your account. We never sell personal data. "
+        "Delete your account under Account, Privacy to erase everything within 30 days.",
+    ),
+    "api-access": (
+        "Developer API",
+        "Lumen Plus includes a REST API for automations. Create a token under Account, Developer; "
+        "tokens can be scoped to one home and revoked at any time.",
+    ),
+    "team-accounts": (
+        "Sharing a home",
+        "Invite family members from Home, Members. Members control lamps and schedules; only "
+        "owners can remove devices, change billing or delete the home.",
+    ),
 }
 
 
@@ -192,17 +267,36 @@ def document_text(title: str, body: str) -> str:
 # --- tickets CSV: support messages to classify -----------------------------------------
 
 TICKET_TEMPLATES = {
-    "billing": ["I was charged twice for {plan} this month.", "How do I change the card for {plan}?",
-                "My invoice for {plan} shows the wrong amount.", "Cancel {plan} and stop charging me."],
-    "shipping": ["My order {order} has not arrived yet.", "The tracking for {order} has not moved in days.",
-                 "Can I change the delivery address of {order}?", "Parcel {order} arrived damaged."],
-    "technical": ["The {model} will not connect to wifi.", "The {model} flickers when dimmed.",
-                  "The app crashes when I open the {model} schedule.",
-                  "Firmware update failed on my {model}."],
-    "account": ["I cannot log in to my account.", "How do I invite my partner to our home?",
-                "Please delete my account and data.", "I never receive the password reset email."],
-    "feedback": ["Love the {model}, the sunrise routine is great.", "Please add a darker night mode.",
-                 "The {model} looks great in my living room.", "Would be nice to control it by voice."],
+    "billing": [
+        "I was charged twice for {plan} this month.",
+        "How do I change the card for {plan}?",
+        "My invoice for {plan} shows the wrong amount.",
+        "Cancel {plan} and stop charging me.",
+    ],
+    "shipping": [
+        "My order {order} has not arrived yet.",
+        "The tracking for {order} has not moved in days.",
+        "Can I change the delivery address of {order}?",
+        "Parcel {order} arrived damaged.",
+    ],
+    "technical": [
+        "The {model} will not connect to wifi.",
+        "The {model} flickers when dimmed.",
+        "The app crashes when I open the {model} schedule.",
+        "Firmware update failed on my {model}.",
+    ],
+    "account": [
+        "I cannot log in to my account.",
+        "How do I invite my partner to our home?",
+        "Please delete my account and data.",
+        "I never receive the password reset email.",
+    ],
+    "feedback": [
+        "Love the {model}, the sunrise routine is great.",
+        "Please add a darker night mode.",
+        "The {model} looks great in my living room.",
+        "Would be nice to control it by voice.",
+    ],
 }
 CHANNELS = ["email", "chat", "phone", "web"]
 MODELS = ["Lumen Mini", "Lumen Arc", "Lumen Desk", "Lumen Floor"]

@@ -58,11 +58,23 @@ print(json.dumps({"dags": sorted(bag.dag_ids), "errors": bag.import_errors,
 
 
 def test_examples_parse_without_import_errors_or_warnings(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLES), "PYTHONDONTWRITEBYTECODE": "1",
-           "BATCH_DEMO_DESTINATION": "s3://batch-results/", "BATCH_DEMO_STORAGE_CONN_ID": "aws_minio"}
-    proc = subprocess.run([sys.executable, "-c", PARSE_SCRIPT, str(EXAMPLES)], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLES),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "BATCH_DEMO_DESTINATION": "s3://batch-results/",
+        "BATCH_DEMO_STORAGE_CONN_ID": "aws_minio",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", PARSE_SCRIPT, str(EXAMPLES)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["errors"] == {}
@@ -181,8 +193,9 @@ def test_nightly_eval_scores_the_fake_models_answers(examples: Examples) -> None
     assert f"| {dr.run_id} |" in (second / "report.md").read_text()
 
 
-def test_nightly_eval_on_s3_with_a_storage_connection(examples: Examples, aws_test_bucket: str,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nightly_eval_on_s3_with_a_storage_connection(
+    examples: Examples, aws_test_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The docker stack's setting: results on s3:// through BATCH_DEMO_STORAGE_CONN_ID."""
     import boto3
     from _lib.storage import slug
@@ -195,13 +208,20 @@ def test_nightly_eval_on_s3_with_a_storage_connection(examples: Examples, aws_te
         assert dr.state == "success", examples.env.states(dr)
 
     conn = json.loads(os.environ["AIRFLOW_CONN_AWS_TEST"])
-    s3 = boto3.client("s3", endpoint_url=conn["extra"]["endpoint_url"], aws_access_key_id="testing",
-                      aws_secret_access_key="testing", region_name="us-east-1")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=conn["extra"]["endpoint_url"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=aws_test_bucket)["Contents"]}
     for dr in runs:
         folder = f"evals/nightly_eval/{slug(dr.run_id)}"
-        assert {f"{folder}/{name}" for name in ("results.jsonl", "manifest.json", "scores.json",
-                                                 "report.md", "accuracy.svg")} <= keys
+        assert {
+            f"{folder}/{name}"
+            for name in ("results.jsonl", "manifest.json", "scores.json", "report.md", "accuracy.svg")
+        } <= keys
     report = s3.get_object(Bucket=aws_test_bucket, Key=f"evals/nightly_eval/{slug(runs[1].run_id)}/report.md")
     assert f"| {runs[0].run_id} |" in report["Body"].read().decode()  # history read back from S3
 
@@ -302,7 +322,10 @@ def test_classify_dataset_runs_as_several_batches_and_lands_one_result(examples:
         text = f"Ticket via {ticket['channel']} about {ticket['product']}: {ticket['text']}"
         expected = sample_json(schema, text)  # the fake model's deterministic choice
         assert (row["ticket_id"], row["label"], row["confidence"]) == (
-            ticket["ticket_id"], expected["label"], expected["confidence"])
+            ticket["ticket_id"],
+            expected["label"],
+            expected["confidence"],
+        )
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["rows"] == len(tickets) and summary["batches"] == 3
     assert sum(summary["labels"].values()) == len(tickets) and "" not in summary["labels"]

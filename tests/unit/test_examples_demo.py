@@ -48,8 +48,12 @@ def test_summary_adds_up_the_fetch_manifests(monkeypatch: pytest.MonkeyPatch) ->
     out = ROOT / "demo-output"
     xcoms = {
         ("nightly_eval", "fetch_results"): {
-            "batch_ids": ["b1"], "total": 120, "counts": {"succeeded": 119, "failed": 1, "expired": 0},
-            "usage": {"input_tokens": 1000, "output_tokens": 200}, "cost_usd": 0.0011, "model": "gpt-4o-mini",
+            "batch_ids": ["b1"],
+            "total": 120,
+            "counts": {"succeeded": 119, "failed": 1, "expired": 0},
+            "usage": {"input_tokens": 1000, "output_tokens": 200},
+            "cost_usd": 0.0011,
+            "model": "gpt-4o-mini",
             "results_uri": f"{out.as_uri()}/nightly_eval/r1/results.jsonl",
             "manifest_uri": f"{out.as_uri()}/nightly_eval/r1/manifest.json",
         },
@@ -58,14 +62,22 @@ def test_summary_adds_up_the_fetch_manifests(monkeypatch: pytest.MonkeyPatch) ->
             "overall": {"exact_accuracy": 0.0, "contains_accuracy": 0.3917},
         },
         ("embedding_search", "fetch_queries"): {
-            "batch_ids": ["b2"], "total": 3, "counts": {"succeeded": 3},
-            "usage": {"input_tokens": 16, "output_tokens": 0}, "cost_usd": None, "model": "m",
+            "batch_ids": ["b2"],
+            "total": 3,
+            "counts": {"succeeded": 3},
+            "usage": {"input_tokens": 16, "output_tokens": 0},
+            "cost_usd": None,
+            "model": "m",
         },
         ("embedding_search", "answer"): [{"query_id": "q1"}],
     }
     monkeypatch.setattr(demo, "_xcom", lambda run, task: xcoms.get((run.dag_id, task)))
-    text = demo.summarize([(_Run("nightly_eval"), 5.0), (_Run("embedding_refresh"), 1.0),
-                           (_Run("embedding_search"), 2.0)], ROOT, out, {"batches_created": 2})
+    text = demo.summarize(
+        [(_Run("nightly_eval"), 5.0), (_Run("embedding_refresh"), 1.0), (_Run("embedding_search"), 2.0)],
+        ROOT,
+        out,
+        {"batches_created": 2},
+    )
     assert "120 requests (119 succeeded, 1 failed)" in text
     assert "results:  demo-output/nightly_eval/r1/results.jsonl" in text
     assert "report:   demo-output/nightly_eval/r1/report.md" in text and "contains 39.2%" in text

@@ -88,8 +88,14 @@ def _chat(text: str) -> dict:
 def test_answer_text_reads_chat_responses_and_completions() -> None:
     assert evaluation.answer_text(_chat("hi")) == "hi"
     assert evaluation.answer_text({"choices": [{"text": "yo"}]}) == "yo"
-    body = {"output": [{"type": "message", "content": [{"type": "output_text", "text": "a"},
-                                                       {"type": "output_text", "text": "b"}]}]}
+    body = {
+        "output": [
+            {
+                "type": "message",
+                "content": [{"type": "output_text", "text": "a"}, {"type": "output_text", "text": "b"}],
+            }
+        ]
+    }
     assert evaluation.answer_text(body) == "ab"
     assert evaluation.answer_text(None) is None
     assert evaluation.answer_text({"output": []}) is None
@@ -123,10 +129,21 @@ def test_score_per_category_counts_failures_as_wrong() -> None:
 
 
 def _scores_doc(run_id: str, finished: str, exact: float, contains: float) -> dict:
-    cat = {"category": "geo", "total": 10, "exact": int(exact * 10), "contains": int(contains * 10),
-           "failed": 0, "exact_accuracy": exact, "contains_accuracy": contains}
-    return {"run_id": run_id, "finished_at": finished, "overall": {**cat, "category": "overall"},
-            "categories": [cat, {**cat, "category": "math & <logic>"}]}
+    cat = {
+        "category": "geo",
+        "total": 10,
+        "exact": int(exact * 10),
+        "contains": int(contains * 10),
+        "failed": 0,
+        "exact_accuracy": exact,
+        "contains_accuracy": contains,
+    }
+    return {
+        "run_id": run_id,
+        "finished_at": finished,
+        "overall": {**cat, "category": "overall"},
+        "categories": [cat, {**cat, "category": "math & <logic>"}],
+    }
 
 
 def test_history_rows_sorted_deduplicated_and_bounded() -> None:
@@ -134,8 +151,13 @@ def test_history_rows_sorted_deduplicated_and_bounded() -> None:
     current = _scores_doc("r05", "2026-01-01T00:00:00", 0.5, 0.9)  # a re-run replaces itself
     rows = report.history_rows(reversed(past), current)
     assert len(rows) == report.MAX_HISTORY
-    assert rows[-1] == {"run_id": "r05", "finished_at": "2026-01-01T00:00:00", "exact": 0.5, "contains": 0.9,
-                        "total": 10}
+    assert rows[-1] == {
+        "run_id": "r05",
+        "finished_at": "2026-01-01T00:00:00",
+        "exact": 0.5,
+        "contains": 0.9,
+        "total": 10,
+    }
     assert [r["run_id"] for r in rows].count("r05") == 1
     assert [r["finished_at"] for r in rows] == sorted(r["finished_at"] for r in rows)
 
@@ -161,13 +183,21 @@ def test_chart_is_valid_svg_with_bars_and_history_points() -> None:
 def test_markdown_report_lists_categories_history_and_misses() -> None:
     doc = _scores_doc("run-2", "2026-01-02T00:00:00", 0.3, 0.6)
     history = report.history_rows([_scores_doc("run-1", "2026-01-01T00:00:00", 0.1, 0.2)], doc)
-    fetch = {"counts": {"succeeded": 9, "failed": 1}, "total": 10, "usage": {"input_tokens": 100,
-             "output_tokens": 20}, "cost_usd": 0.0012, "results_uri": "file:///r/results.jsonl"}
-    items = [{"id": "q1", "expected": "x", "answer": "a | b", "contains": False, "status": "succeeded"},
-             {"id": "q2", "expected": "y", "answer": None, "contains": False, "status": "failed"},
-             {"id": "q3", "expected": "z", "answer": "z", "contains": True, "status": "succeeded"}]
-    text = report.markdown(run_id="run-2", model="gpt-4o-mini", scores=doc, history=history, fetch=fetch,
-                           items=items)
+    fetch = {
+        "counts": {"succeeded": 9, "failed": 1},
+        "total": 10,
+        "usage": {"input_tokens": 100, "output_tokens": 20},
+        "cost_usd": 0.0012,
+        "results_uri": "file:///r/results.jsonl",
+    }
+    items = [
+        {"id": "q1", "expected": "x", "answer": "a | b", "contains": False, "status": "succeeded"},
+        {"id": "q2", "expected": "y", "answer": None, "contains": False, "status": "failed"},
+        {"id": "q3", "expected": "z", "answer": "z", "contains": True, "status": "succeeded"},
+    ]
+    text = report.markdown(
+        run_id="run-2", model="gpt-4o-mini", scores=doc, history=history, fetch=fetch, items=items
+    )
     assert "exact match 30.0%" in text and "contains 60.0%" in text
     assert "| geo | 10 | 30.0% | 60.0% | 0 |" in text
     assert text.index("| run-2 |") < text.index("| run-1 |")  # newest first
@@ -197,8 +227,9 @@ def test_plan_refresh_embeds_only_changed_documents() -> None:
     plan = embeddings.plan_refresh(edited, rows, model="m", dimensions=8)
     assert [d["doc_id"] for d in plan.to_embed] == ["a", "c"] and plan.removed == ["b"]
     # c failed to embed: left out (retried next run); a replaced; b dropped
-    merged = embeddings.merge_vectors(rows, {"to_embed": plan.to_embed, "removed": plan.removed},
-                                      {"a": [0.5, 0.5]}, model="m", dimensions=8)
+    merged = embeddings.merge_vectors(
+        rows, {"to_embed": plan.to_embed, "removed": plan.removed}, {"a": [0.5, 0.5]}, model="m", dimensions=8
+    )
     assert [(r["doc_id"], r["vector"]) for r in merged] == [("a", [0.5, 0.5])]
     assert merged[0]["sha256"] == embeddings.content_hash("alpha v2")
 
@@ -270,8 +301,12 @@ def test_parse_label_and_labels_csv() -> None:
         {"custom_id": "T-3", "status": "expired", "response": None},
     ]
     text, counts = classification.to_csv(classification.labelled_rows(lines))
-    assert text.splitlines() == ["ticket_id,label,confidence,status", "T-1,billing,high,succeeded",
-                                 "T-2,,,unparsed", "T-3,,,expired"]
+    assert text.splitlines() == [
+        "ticket_id,label,confidence,status",
+        "T-1,billing,high,succeeded",
+        "T-2,,,unparsed",
+        "T-3,,,expired",
+    ]
     assert counts == {"billing": 1, "": 2}
 
 

@@ -291,9 +291,9 @@ def _check_call(base: Any, span: str) -> None:
     params = inspect.signature(target).parameters
     for arg in filter(None, (a.strip() for a in args.split(", "))):
         if arg.startswith("**"):
-            assert any(
-                p.kind is p.VAR_KEYWORD and p.name == arg[2:] for p in params.values()
-            ), f"{span}: {name} takes no {arg}"
+            assert any(p.kind is p.VAR_KEYWORD and p.name == arg[2:] for p in params.values()), (
+                f"{span}: {name} takes no {arg}"
+            )
             continue
         key, _, shown = arg.partition("=")
         assert key in params, f"{span}: {name} has no parameter {key!r}"
