@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context, ObjectStoragePath
 
+#: XCom key of the fetch's state while it waits (ids, sizes and checksums; never results).
+STATE_XCOM_KEY = "fetch_state"
 _CHUNK = 1024 * 1024
 # Validating resubmitted requests must not reject them for filling more than one batch.
 _UNSHARDED = ShardLimits(max_requests=2**62, max_bytes=2**62, max_embedding_inputs=2**62)
@@ -160,10 +162,18 @@ class OpenAIBatchFetchOperator(BaseOperator):
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, state: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """Resume after a wait; a fresh instance, so everything comes from ``state``."""
+        """Resume after a wait; a fresh instance, so everything comes from ``state``.
+
+        ``state`` travels in the resume kwargs, and in the XCom :data:`STATE_XCOM_KEY` pushed
+        before deferring.
+        """
+        ti = context.get("ti")
+        if not state and ti is not None:
+            state = ti.xcom_pull(task_ids=ti.task_id, key=STATE_XCOM_KEY, map_indexes=ti.map_index)
         if not state:
             raise BatchProviderError(
-                "The fetch resumed without its state (next_kwargs lost); clear the task to fetch again."
+                "The fetch resumed without its state (neither in the resume kwargs nor in XCom "
+                f"{STATE_XCOM_KEY!r}); clear the task to fetch again."
             )
         summaries = _event_summaries(event, state["rounds"][-1]["batch_ids"])
         return self._run(context, OpenAIBatchHook(conn_id=state["conn_id"]), state, summaries)
@@ -195,7 +205,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
                         shard["input_file_id"] or by_id[shard["batch_id"]]["input_file_id"]
                     )
             if not all(BatchStatus.is_terminal(s["status"]) for s in summaries):
-                self._defer(state, summaries)
+                self._defer(context, state, summaries)
             dest = self._destination(state)
             state["landed"].extend(self._land(hook, dest, current["round"], summaries, state["landed"]))
             with tempfile.TemporaryDirectory(prefix="openai-batch-fetch-") as tmp:
@@ -216,8 +226,11 @@ class OpenAIBatchFetchOperator(BaseOperator):
                         )
             return self._finish(context, state, report, results.to_dict() if results else None, used_uri)
 
-    def _defer(self, state: dict[str, Any], summaries: list[dict[str, Any]]) -> None:
+    def _defer(self, context: Context, state: dict[str, Any], summaries: list[dict[str, Any]]) -> None:
         from airflow_batch_provider.triggers.openai_batch import OpenAIBatchTrigger
+
+        # Also in XCom: ``dag.test()`` resumes with the trigger's event alone, not these kwargs.
+        context["ti"].xcom_push(key=STATE_XCOM_KEY, value=state)
 
         ids = state["rounds"][-1]["batch_ids"]
         waiting = [f"{s['id']}={s['status']}" for s in summaries if not BatchStatus.is_terminal(s["status"])]

@@ -357,3 +357,30 @@ def test_timeout_fails_and_cancels_on_request(dag_env, deferrable, cancel):
     else:
         assert dag_env.emulator.stats()["batches_cancelled"] == 0
         assert status in ("validating", "in_progress")
+
+
+FETCH_WAITS = """
+    from airflow_batch_provider.operators.fetch import OpenAIBatchFetchOperator
+"""
+
+
+@pytest.mark.emulator(requests_per_second=3)
+def test_fetch_that_waits_resumes_with_its_state_under_dag_test(dag_env):
+    # submit returns at once; fetch finds the batch running, defers, and dag.test() resumes it
+    # with the trigger's event only: the state comes back from XCom.
+    src = dag_env.data / "in.jsonl"
+    src.write_text(chat_lines(4))
+    out = dag_env.data / "out"
+    body = _submit_dag("fetch_waits", str(src), extra="wait_for_completion=False,", header=FETCH_WAITS)
+    body += f"""
+        fetch = OpenAIBatchFetchOperator(
+            task_id="fetch", batches=submit.output, destination={str(out)!r},
+            poll_interval=0.1, max_poll_interval=0.5,
+        )
+    """
+    dr = dag_env.run(dag_env.write_dag("fetch_waits", body))
+
+    assert dag_env.states(dr) == {"submit": "success", "fetch": "success"}
+    assert dag_env.xcom(dr, "fetch")["batch_ids"] == dag_env.xcom(dr, "submit")["batch_ids"]
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in results] == ["succeeded"] * 4
