@@ -141,7 +141,10 @@ def corpus() -> list[BadInput]:
         BadInput("method_missing", "line 2", 'use "POST"', jsonl(ok(1), without(ok(2), "method"))),
         BadInput("unknown_url", "line 1", "not a batch endpoint", jsonl(ok(1, url="/v2/chat/completions"))),
         BadInput(
-            "url_without_v1", "line 2", "not a batch endpoint", jsonl(ok(1), ok(2, url="/chat/completions"))
+            "url_without_v1",
+            "line 2",
+            'use "/v1/chat/completions"',
+            jsonl(ok(1), ok(2, url="/chat/completions")),
         ),
         BadInput("url_missing", "line 2", "not a batch endpoint", jsonl(ok(1), without(ok(2), "url"))),
         BadInput(
