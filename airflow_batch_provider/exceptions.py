@@ -54,3 +54,8 @@ class ReconciliationError(BatchProviderError):
 
 class TransferError(BatchProviderError):
     """A file could not be landed at its destination after every retry."""
+
+
+class UnsafeIdError(BatchProviderError):
+    """An id (from the service or from the task's arguments) or a name under the destination
+    is not safe to put into a path or a request: see :mod:`airflow_batch_provider.ids`."""

@@ -29,7 +29,8 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from airflow_batch_provider.lineage import public_uri
+from airflow_batch_provider.ids import check_user_id
+from airflow_batch_provider.storage import public_uri
 
 MANIFEST_VERSION = 1
 OUTPUT_NAME = "output.jsonl"
@@ -42,23 +43,26 @@ _LANDED_KEYS = ("batch_id", "kind", "file_id", "uri", "bytes", "sha256", "lines"
 _END_KEYS = ("completed_at", "failed_at", "expired_at", "cancelled_at")
 
 
-def normalize_batches(batches: Any) -> dict[str, Any]:
+def normalize_batches(batches: Any, argument: str = "batches") -> dict[str, Any]:
     """Turn the ``batches`` argument into the fetch's source description.
 
     :param batches: The submit operator's manifest (a mapping with ``batch_ids`` and
         ``shards``), one batch id, a list of batch ids, or any of these as JSON / a
         Python literal (what a Jinja template renders to).
+    :param argument: the parameter it was given as, for errors (the sensor's is ``batch_ids``).
     :return: ``{"batch_ids", "shards": [{"index", "batch_id", "input_file_id",
         "start_line", "line_count"}], "endpoint", "model", "fingerprint", "input_uri",
-        "identity", "conn_id"}``; unknown fields are ``None`` (ids-only input).
+        "identity", "conn_id", "input_conn_id"}``; unknown fields are ``None`` (ids-only input).
     :raises ValueError: the argument is none of these, or names no batch.
+    :raises UnsafeIdError: it names a batch or file id that is not a valid id
+        (:mod:`airflow_batch_provider.ids`): checked before any path or request is built.
     """
     value = _parse_text(batches) if isinstance(batches, str) else batches
     if isinstance(value, str):
         ids = [value]
         source: dict[str, Any] = {}
     elif isinstance(value, Mapping):
-        ids = [str(b) for b in value.get("batch_ids") or ()]
+        ids = list(value.get("batch_ids") or ())
         source = dict(value)
     elif isinstance(value, Sequence) and all(isinstance(b, str) for b in value):
         ids = list(value)
@@ -68,7 +72,11 @@ def normalize_batches(batches: Any) -> dict[str, Any]:
             f"batches must be the submit operator's manifest (e.g. submit.output), a batch id or a "
             f"list of batch ids; got {type(value).__name__}: {value!r:.200}"
         )
-    ids = [i.strip() for i in ids if i and i.strip()]
+    ids = [i.strip() if isinstance(i, str) else i for i in ids]
+    ids = [i for i in ids if i]
+    where = f"The {argument!r} argument"
+    for batch_id in ids:
+        check_user_id(batch_id, kind="batch id", argument=where)
     if not ids:
         raise ValueError(f"batches names no batch id: {batches!r:.200}")
     if len(set(ids)) != len(ids):
@@ -89,6 +97,9 @@ def normalize_batches(batches: Any) -> dict[str, Any]:
                 "line_count": shard.get("line_count"),
             }
         )
+    for shard in shards:
+        if shard["input_file_id"] is not None:
+            check_user_id(shard["input_file_id"], kind="input file id", argument=where)
     shards.sort(key=lambda s: int(s["index"]))
     return {
         "batch_ids": [s["batch_id"] for s in shards],
@@ -97,6 +108,7 @@ def normalize_batches(batches: Any) -> dict[str, Any]:
         "model": source.get("model"),
         "fingerprint": source.get("fingerprint"),
         "input_uri": source.get("input_uri"),
+        "input_conn_id": source.get("input_conn_id"),
         "identity": source.get("identity"),
         "conn_id": source.get("conn_id"),
     }

@@ -347,11 +347,15 @@ def build_manifest(
     input_uri: str | None,
     shards: Sequence[Any],
     batches: Sequence[Any],
+    input_conn_id: str | None = None,
 ) -> dict[str, Any]:
     """Build the submit manifest (the operator's XCom return value): ids and sizes, no requests.
 
+    :param input_uri: The input file, as it may be recorded (``storage.public_uri``: no query,
+        no user info).
     :param shards: ``ShardInfo`` objects (or dicts), in shard order.
     :param batches: The batch of each shard, in the same order (SDK ``Batch`` or dict).
+    :param input_conn_id: The storage connection of ``input_uri``, when it has one.
     """
     if len(shards) != len(batches):
         raise ValueError(f"{len(shards)} shards but {len(batches)} batches")
@@ -374,6 +378,7 @@ def build_manifest(
         "fingerprint": fingerprint,
         "identity": identity.to_dict(),
         "input_uri": input_uri,
+        "input_conn_id": input_conn_id,
         "batch_ids": [r["batch_id"] for r in rows],
         "input_file_ids": [r["input_file_id"] for r in rows],
         "shards": rows,

@@ -3,8 +3,9 @@
 OpenLineage is optional: every import of it happens inside a function, so this
 module imports without the openlineage provider installed. The facts come from
 the submit manifest or the fetch manifest (plain dicts), built from an allow-list
-of fields: a connection, a key or a credential has no way in. URIs are stripped
-of any ``user:password@`` part before they leave.
+of fields: a connection, a key or a credential has no way in. URIs go through
+:func:`~airflow_batch_provider.storage.public_uri` before they leave (no
+``user:password@``, no query or fragment, where a presigned URL keeps its signature).
 
 Dataset naming follows ``ObjectStoragePath``: namespace ``path.namespace``
 (``s3://bucket``, ``gs://bucket``, ``file``) and name ``path.key``, except that a
@@ -18,7 +19,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+
+from airflow_batch_provider.storage import public_uri
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -28,16 +30,6 @@ RUN_FACET_NAME = "openaiBatch"
 
 #: Keys of the fetch manifest copied into Asset event extras.
 _EXTRA_KEYS = ("counts", "usage", "manifest_uri", "results_uri", "endpoint", "model", "rounds")
-
-
-def public_uri(uri: str | None) -> str | None:
-    """Return ``uri`` without any ``user[:password]@`` part (ObjectStoragePath puts conn ids there)."""
-    if not uri:
-        return uri
-    parts = urlsplit(str(uri))
-    if "@" not in parts.netloc:
-        return str(uri)
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def dataset_ids(path: Any) -> tuple[str, str]:

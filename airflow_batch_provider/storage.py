@@ -18,7 +18,9 @@ import contextlib
 import hashlib
 import logging
 import os
+import posixpath
 import queue
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -119,16 +121,84 @@ def conn_id_of(path: ObjectStoragePath) -> str | None:
     return conn_id or None
 
 
-def strip_userinfo(uri: str) -> str:
-    """``uri`` without any ``user[:password]@`` in its authority (``s3://conn@bucket/k`` -> ``s3://bucket/k``).
+def public_uri(uri: str | None) -> str | None:
+    """``uri`` as it may be logged or recorded (XCom, manifests, lineage, errors).
 
-    String surgery only (no URL parsing), so the rest of the URI is kept byte for byte.
+    Drops any ``user[:password]@`` (``ObjectStoragePath`` keeps the connection id there) and,
+    except for local files (where ``?`` and ``#`` are part of a file name), the query and
+    fragment: a presigned URL's signature or a SAS token lives there. The one function for
+    this: every URI that leaves the task goes through it.
+
+    String surgery only (no URL parsing, which rejects some hosts), so the rest is kept byte
+    for byte, and nothing before the last ``@`` of the authority can survive.
     """
-    scheme, sep, rest = uri.partition("://")
-    if not sep:
+    if not uri:
         return uri
+    text = str(uri)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text  # a plain local path
     authority, slash, tail = rest.partition("/")
-    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{tail}"
+    host = authority.rpartition("@")[2]
+    if scheme.lower() in _LOCAL_PROTOCOLS:
+        return f"{scheme}://{host}{slash}{tail}"
+    host = re.split(r"[?#]", host, maxsplit=1)[0]
+    if slash:
+        tail = re.split(r"[?#]", tail, maxsplit=1)[0]
+    return f"{scheme}://{host}{slash}{tail}"
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def public_text(text: str) -> str:
+    """``text`` (an error message, say) with every URL in it passed through :func:`public_uri`."""
+    return _URL_IN_TEXT.sub(lambda m: public_uri(m.group()) or "", text)
+
+
+#: A name under a landing destination: one path segment, never ``.`` or ``..``.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,255}")
+
+
+def landing_path(destination: str | os.PathLike[str] | ObjectStoragePath, *names: str) -> ObjectStoragePath:
+    """``destination/name/...``, the one way a landing path is built.
+
+    Each name must be a single segment of letters, digits, ``.``, ``_`` or ``-`` (not ``.``
+    or ``..``): no separator, no absolute path, nothing empty. The joined path is then
+    checked to lie under ``destination`` (same storage, same connection), for local paths
+    and object stores alike.
+
+    :param destination: the destination directory (``ObjectStoragePath``, URL or local path).
+    :param names: the segments below it, e.g. a batch id and ``output.jsonl``.
+    :raises UnsafeIdError: a name could leave the destination.
+    """
+    from airflow_batch_provider.exceptions import UnsafeIdError
+    from airflow_batch_provider.ids import shown
+
+    base = as_object_storage_path(destination)
+    where = public_uri(str(base))
+    for name in names:
+        if not (isinstance(name, str) and _SAFE_NAME.fullmatch(name)) or name in (".", ".."):
+            raise UnsafeIdError(
+                f"Refusing to land {shown(name)} under {where}: a name there must be one segment of "
+                "1 to 255 letters, digits, '.', '_' or '-', and not '.' or '..'. Nothing was written."
+            )
+    target = base
+    for name in names:
+        target = target / name
+    if not _is_under(target, base):
+        raise UnsafeIdError(f"Refusing to land {public_uri(str(target))}: it is not under {where}.")
+    return target
+
+
+def _is_under(target: ObjectStoragePath, base: ObjectStoragePath) -> bool:
+    if (target.protocol or "") != (base.protocol or "") or conn_id_of(target) != conn_id_of(base):
+        return False
+    if _is_local(base):
+        inner, outer = os.path.normpath(target.path), os.path.normpath(base.path)
+        return inner != outer and os.path.commonpath([inner, outer]) == outer
+    inner, outer = posixpath.normpath(target.path), posixpath.normpath(base.path).rstrip("/")
+    return inner.startswith(outer + "/")
 
 
 def _uri(path: ObjectStoragePath) -> str:
@@ -137,7 +207,7 @@ def _uri(path: ObjectStoragePath) -> str:
     ``str(path)`` carries the connection id as user info (``s3://conn@bucket/key``) in every
     supported Airflow, whether the path was made from such a URL or with ``conn_id=``.
     """
-    return strip_userinfo(str(path))
+    return public_uri(str(path)) or str(path)
 
 
 def _is_local(path: ObjectStoragePath) -> bool:
@@ -203,7 +273,9 @@ def _pump(
 def _write_local(path: str, chunks: Iterable[bytes]) -> _Digest:
     """Land ``chunks`` at local ``path`` through a temporary file beside it and ``os.replace``."""
     directory, name = os.path.split(path)
-    os.makedirs(directory or ".", exist_ok=True)
+    directory = directory or "."
+    created = _missing_dirs(directory)
+    os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, _temp_name(name))
     try:
         with open(tmp, "xb") as out:
@@ -227,7 +299,38 @@ def _write_local(path: str, chunks: Iterable[bytes]) -> _Digest:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    # The rename lives in the directory: sync it (and every directory made for it, in its
+    # parent) or a power cut can lose the file even though its bytes are on disk.
+    for synced in [directory, *(os.path.dirname(d) or "." for d in created)]:
+        _fsync_dir(synced)
     return digest
+
+
+def _missing_dirs(directory: str) -> list[str]:
+    """The directories ``os.makedirs(directory)`` is about to create, deepest first."""
+    missing = []
+    current = os.path.abspath(directory)
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    return missing
+
+
+def _fsync_dir(directory: str) -> None:
+    """Flush a directory's entries to disk (POSIX; where a directory cannot be opened, a no-op)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on a directory: nothing more can be done
+        pass
+    finally:
+        os.close(fd)
 
 
 def _commit(tmp: ObjectStoragePath, final: ObjectStoragePath) -> None:

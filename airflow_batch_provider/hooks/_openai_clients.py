@@ -19,11 +19,11 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
 from airflow_batch_provider.exceptions import BatchAuthError, BatchProviderError
+from airflow_batch_provider.storage import public_uri
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +106,7 @@ def _host_url(conn: Any) -> str | None:
 
 def _safe_url(url: str | None) -> str | None:
     """``url`` without user info, query or fragment (they may carry secrets)."""
-    if not url:
-        return None
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return public_uri(url) or None
 
 
 def _fingerprint(conn: Any, extras: Mapping[str, Any]) -> str:

@@ -16,7 +16,7 @@ import random
 import re
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from email.utils import parsedate_to_datetime
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
@@ -31,6 +31,7 @@ from airflow_batch_provider.exceptions import (
     BatchProviderError,
     BatchServiceError,
     TransferError,
+    UnsafeIdError,
 )
 from airflow_batch_provider.hooks._openai_clients import (
     OPENAI_API_HOST,
@@ -40,7 +41,14 @@ from airflow_batch_provider.hooks._openai_clients import (
     settings_from_connection,
     shared_async_client,
 )
-from airflow_batch_provider.storage import LandedFile, as_object_storage_path, write_atomically
+from airflow_batch_provider.ids import check_server_batch, check_server_id, check_user_id
+from airflow_batch_provider.storage import (
+    LandedFile,
+    as_object_storage_path,
+    public_text,
+    public_uri,
+    write_atomically,
+)
 
 if TYPE_CHECKING:
     from openai.types import Batch, FileObject
@@ -71,16 +79,20 @@ class _Truncated(Exception):
 _RESUMABLE: tuple[type[BaseException], ...] = (_Truncated, *_CUT)
 
 
-def _until_older_than(first_page: Any, created_after: float | None) -> Iterator[Any]:
+def _until_older_than(
+    first_page: Any, created_after: float | None, check: Callable[[Any], Any]
+) -> Iterator[Any]:
     """The items of every page, stopping after a page whose items are all older than ``created_after``.
 
     The service lists newest first, so nothing newer follows such a page. The order is
     checked, not assumed: once a server lists an item newer than the one before it, every
-    page is read.
+    page is read. ``check`` sees every item of a page before any of them is yielded.
     """
     newest_first, previous = True, float("inf")
     for page in first_page.iter_pages():
         items = page.data
+        for item in items:
+            check(item)
         for item in items:
             newest_first = newest_first and item.created_at <= previous
             previous = item.created_at
@@ -140,6 +152,23 @@ def _bytes_to_skip(received: int, status: int, content_range: str | None) -> int
     match = _CONTENT_RANGE.match(content_range or "")
     start = int(match.group(1)) if match else received
     return received - start if start <= received else -1
+
+
+def _is_local(path: ObjectStoragePath) -> bool:
+    return (path.protocol or "file") in ("file", "local")
+
+
+def _declared_size(file: Any) -> int | None:
+    """The file's ``bytes`` as the service declared it; ``None`` when it declared none."""
+    size = getattr(file, "bytes", None)
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise TransferError(
+            f"The service declared {size!r:.40} bytes for file {file.id}, which is not a size; "
+            "nothing was downloaded."
+        )
+    return size
 
 
 def _cancel_is_moot(batch: Batch) -> bool:
@@ -297,6 +326,47 @@ class OpenAIBatchHook(BaseHook):
         except openai.OpenAIError as err:
             self._fail(err, action)
 
+    # --- what the server answered ---
+
+    def server_name(self, settings: ClientSettings | None = None) -> str:
+        """The server, named for errors: the connection's base URL without secrets."""
+        settings = settings or self._settings or self._async_settings
+        return (settings.base_url if settings else None) or "the service"
+
+    @contextlib.contextmanager
+    def _redacted(self, settings: ClientSettings | None = None) -> Iterator[None]:
+        try:
+            yield
+        except UnsafeIdError as err:
+            settings = settings or self._settings or self._async_settings
+            raise UnsafeIdError(redact(str(err), settings.secrets if settings else ())) from None
+
+    def check_batch_answer(
+        self, batch: Any, request: str, asked: str | None = None, settings: ClientSettings | None = None
+    ) -> Any:
+        """Return ``batch`` (SDK ``Batch`` or dict) once its id and file ids are safe ids, and its id
+        the one ``asked`` for (see :mod:`airflow_batch_provider.ids`).
+
+        :raises UnsafeIdError: naming the server and the bad value.
+        """
+        with self._redacted(settings):
+            return check_server_batch(batch, server=self.server_name(settings), request=request, asked=asked)
+
+    def _check_file_answer(self, file: Any, request: str, asked: str | None = None) -> Any:
+        with self._redacted():
+            check_server_id(
+                getattr(file, "id", None),
+                kind="file id",
+                server=self.server_name(),
+                request=request,
+                asked=asked,
+            )
+        return file
+
+    @staticmethod
+    def _asked(value: Any, kind: str) -> str:
+        return check_user_id(value, kind=kind, argument="A call to OpenAIBatchHook")
+
     def test_connection(self) -> tuple[bool, str]:
         """Check the credentials by listing one batch (the UI's Test button)."""
         try:
@@ -318,10 +388,12 @@ class OpenAIBatchHook(BaseHook):
             yield filename or "batch_input.jsonl", io.BytesIO(bytes(source))
         elif isinstance(source, (str, os.PathLike, ObjectStoragePath)):
             path = as_object_storage_path(source)
-            name = filename or path.name or "batch_input.jsonl"
+            # Never a URL's query as the name: a presigned URL's signature is there.
+            name = filename or (path.name if _is_local(path) else re.split(r"[?#]", path.name)[0])
+            name = name or "batch_input.jsonl"
             # A plain file for local paths (the SDK reads it in 64 KB pieces); else an
             # fsspec file with a bounded read-ahead.
-            if (path.protocol or "file") in ("file", "local"):
+            if _is_local(path):
                 with open(path.path, "rb") as handle:
                     yield name, handle
             else:
@@ -355,12 +427,15 @@ class OpenAIBatchHook(BaseHook):
         with self._open_upload(source, filename) as (name, handle):
             with self._errors(f"Uploading {name}"):
                 uploaded = self.get_conn().files.create(file=(name, handle), purpose="batch")
+        self._check_file_answer(uploaded, f"POST /files ({name})")
         self.log.info("Uploaded %s as file %s (%s bytes)", name, uploaded.id, uploaded.bytes)
         return uploaded
 
     def get_file(self, file_id: str) -> FileObject:
+        self._asked(file_id, "file id")
         with self._errors(f"Reading file {file_id}"):
-            return self.get_conn().files.retrieve(file_id)
+            file = self.get_conn().files.retrieve(file_id)
+        return self._check_file_answer(file, f"GET /files/{file_id}", asked=file_id)
 
     def iter_files(
         self, purpose: str | None = None, *, created_after: float | None = None
@@ -373,10 +448,15 @@ class OpenAIBatchHook(BaseHook):
         """
         kwargs: dict[str, Any] = {"purpose": purpose} if purpose else {}
         with self._errors("Listing files"):
-            yield from _until_older_than(self.get_conn().files.list(**kwargs), created_after)
+            yield from _until_older_than(
+                self.get_conn().files.list(**kwargs),
+                created_after,
+                lambda f: self._check_file_answer(f, "GET /files (a list page)"),
+            )
 
     def delete_file(self, file_id: str) -> None:
         """Delete a file; a file already gone counts as deleted."""
+        self._asked(file_id, "file id")
         try:
             with self._errors(f"Deleting file {file_id}"):
                 self.get_conn().files.delete(file_id)
@@ -388,9 +468,10 @@ class OpenAIBatchHook(BaseHook):
 
         Resumes with ``Range: bytes=N-``; a server that ignores it sends the whole file
         again and the first N bytes are skipped. The file's ``bytes`` field tells a
-        complete body from one cut without an error.
+        complete body from one cut without an error, and a body longer than it is refused
+        (as soon as it passes it: nothing more is read or written).
         """
-        expected = self.get_file(file_id).bytes
+        expected = _declared_size(self.get_file(file_id))
         client = self.get_conn()
         received = 0
         cuts = 0
@@ -415,6 +496,13 @@ class OpenAIBatchHook(BaseHook):
                                     continue
                                 chunk, skip = chunk[skip:], 0
                             received += len(chunk)
+                            if expected is not None and received > expected:
+                                raise TransferError(
+                                    f"Downloading file {file_id}: {self.server_name()} sent more than the "
+                                    f"{expected} bytes it declared for the file (at least {received}), so "
+                                    "nothing was landed. The file changed or the server is not behaving "
+                                    "like the Batch API: retry the task, and report it if it persists."
+                                )
                             yield chunk
                 if expected and received < expected:
                     raise _Truncated(f"body ended at byte {received}")
@@ -455,7 +543,8 @@ class OpenAIBatchHook(BaseHook):
             raise
         except Exception as err:
             raise TransferError(
-                f"Writing file {file_id} to {target} failed ({type(err).__name__}: {err}); nothing was "
+                f"Writing file {file_id} to {public_uri(str(target))} failed ({type(err).__name__}: "
+                f"{public_text(str(err))}); nothing was "
                 "left at that path. Check the destination's connection and permissions."
             ) from err
         self.log.info(
@@ -480,6 +569,7 @@ class OpenAIBatchHook(BaseHook):
         make a second batch. Retries happen here instead: before asking again, recent
         batches are checked for one with this input file, endpoint and metadata.
         """
+        self._asked(input_file_id, "file id")
         params: dict[str, Any] = {
             "input_file_id": input_file_id,
             "endpoint": endpoint,
@@ -498,10 +588,12 @@ class OpenAIBatchHook(BaseHook):
                 if check_first:
                     found = self._find_created(client, params, since=started - 300)
                     if found is not None:
+                        self._check_created(found, input_file_id)
                         self.log.warning("Batch %s was created by an attempt that seemed to fail", found.id)
                         return found
                     check_first = False
                 batch = client.batches.create(**params)
+                self._check_created(batch, input_file_id)
                 self.log.info("Created batch %s from file %s (%s)", batch.id, input_file_id, endpoint)
                 return batch
             except openai.OpenAIError as err:
@@ -523,9 +615,12 @@ class OpenAIBatchHook(BaseHook):
                 )
                 time.sleep(delay)
 
-    @staticmethod
-    def _find_created(client: openai.OpenAI, params: Mapping[str, Any], since: float) -> Batch | None:
+    def _check_created(self, batch: Batch, input_file_id: str) -> None:
+        self.check_batch_answer(batch, f"POST /batches (input file {input_file_id})")
+
+    def _find_created(self, client: openai.OpenAI, params: Mapping[str, Any], since: float) -> Batch | None:
         for batch in client.batches.list(limit=100):
+            self.check_batch_answer(batch, "GET /batches (a list page)")
             if batch.created_at < since:
                 return None  # newest first: nothing older can be ours
             if (
@@ -537,15 +632,21 @@ class OpenAIBatchHook(BaseHook):
         return None
 
     def get_batch(self, batch_id: str) -> Batch:
+        self._asked(batch_id, "batch id")
         with self._errors(f"Reading batch {batch_id}"):
-            return self.get_conn().batches.retrieve(batch_id)
+            batch = self.get_conn().batches.retrieve(batch_id)
+        return self.check_batch_answer(batch, f"GET /batches/{batch_id}", asked=batch_id)
 
     async def aget_batch(self, batch_id: str) -> Batch:
+        self._asked(batch_id, "batch id")
         client = await self.get_async_conn()
         try:
-            return await client.batches.retrieve(batch_id)
+            batch = await client.batches.retrieve(batch_id)
         except openai.OpenAIError as err:
             self._fail(err, f"Reading batch {batch_id}", self._async_settings)
+        return self.check_batch_answer(
+            batch, f"GET /batches/{batch_id}", asked=batch_id, settings=self._async_settings
+        )
 
     def cancel_batch(self, batch_id: str) -> Batch:
         """Cancel a batch; one already finished or cancelling is returned as it is."""
@@ -554,8 +655,9 @@ class OpenAIBatchHook(BaseHook):
             return batch
         try:
             with self._errors(f"Cancelling batch {batch_id}"):
-                return self.get_conn().batches.cancel(batch_id)
-        except (BatchAuthError, BatchNotFoundError):
+                cancelled = self.get_conn().batches.cancel(batch_id)
+            return self.check_batch_answer(cancelled, f"POST /batches/{batch_id}/cancel", asked=batch_id)
+        except (BatchAuthError, BatchNotFoundError, UnsafeIdError):
             raise
         except BatchProviderError:
             # It may have finished meanwhile (the service then refuses to cancel it).
@@ -571,9 +673,13 @@ class OpenAIBatchHook(BaseHook):
             return batch
         client = await self.get_async_conn()
         try:
-            return await client.batches.cancel(batch_id)
+            cancelled = await client.batches.cancel(batch_id)
         except openai.OpenAIError as err:
             error = self._translate(err, f"Cancelling batch {batch_id}", self._async_settings)
+        else:
+            return self.check_batch_answer(
+                cancelled, f"POST /batches/{batch_id}/cancel", asked=batch_id, settings=self._async_settings
+            )
         if not isinstance(error, (BatchAuthError, BatchNotFoundError)):
             batch = await self.aget_batch(batch_id)
             if _cancel_is_moot(batch):
@@ -587,7 +693,11 @@ class OpenAIBatchHook(BaseHook):
             older (see :func:`_until_older_than`).
         """
         with self._errors("Listing batches"):
-            yield from _until_older_than(self.get_conn().batches.list(limit=100), created_after)
+            yield from _until_older_than(
+                self.get_conn().batches.list(limit=100),
+                created_after,
+                lambda b: self.check_batch_answer(b, "GET /batches (a list page)"),
+            )
 
     def find_batches(self, metadata: Mapping[str, str], *, created_after: float | None = None) -> list[Batch]:
         """Batches whose metadata holds every pair of ``metadata``, newest first.

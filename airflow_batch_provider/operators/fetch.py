@@ -47,10 +47,18 @@ from airflow_batch_provider.idempotency import (
     run_horizon,
     upload_filename,
 )
-from airflow_batch_provider.lineage import asset_extra, emit_asset_events, fetch_lineage, public_uri
+from airflow_batch_provider.lineage import asset_extra, emit_asset_events, fetch_lineage
 from airflow_batch_provider.links import OpenAIBatchManifestLink, persist_landed_manifest
 from airflow_batch_provider.results import BatchResults, InputShard, join_results
-from airflow_batch_provider.storage import as_object_storage_path, checksum_of, conn_id_of, write_atomically
+from airflow_batch_provider.storage import (
+    as_object_storage_path,
+    checksum_of,
+    conn_id_of,
+    landing_path,
+    public_text,
+    public_uri,
+    write_atomically,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -144,13 +152,16 @@ class OpenAIBatchFetchOperator(BaseOperator):
     # ---- entry points ------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
-        source = fm.normalize_batches(self.batches)
+        source = fm.normalize_batches(self.batches)  # ids checked before any path is built
         conn_id = self.conn_id or source.get("conn_id") or OpenAIBatchHook.default_conn_name
         state = {
             "conn_id": conn_id,
             "source": source,
             "destination": self._destination_text(),
-            "input_uri": self.input_uri or source.get("input_uri"),
+            # Recorded (XCom, trigger kwargs, manifest) without query or user info: a presigned
+            # URL's signature is there. The operator's own input_uri is re-rendered on resume.
+            "input_uri": public_uri(self.input_uri or source.get("input_uri")),
+            "input_conn_id": None if self.input_uri else _input_conn_id(source),
             "rounds": [{"round": 0, "batch_ids": source["batch_ids"], "resubmitted": 0}],
             "landed": [],
             "started_at": time.time(),
@@ -222,7 +233,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
                 if self.write_results:
                     with open(results_path, "rb") as handle:
                         results = write_atomically(
-                            dest / fm.RESULTS_NAME, iter(lambda: handle.read(_CHUNK), b"")
+                            landing_path(dest, fm.RESULTS_NAME), iter(lambda: handle.read(_CHUNK), b"")
                         )
             return self._finish(context, state, report, results.to_dict() if results else None, used_uri)
 
@@ -288,7 +299,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
             ):
                 if not file_id:
                     continue
-                target = dest / summary["id"] / name
+                target = landing_path(dest, summary["id"], name)
                 uri = public_uri(str(target)) or str(target)
                 previous = known.get(uri)
                 if previous is not None:
@@ -344,13 +355,17 @@ class OpenAIBatchFetchOperator(BaseOperator):
     def _inputs(self, hook: OpenAIBatchHook, state: Mapping[str, Any]) -> tuple[list[InputShard], str | None]:
         """The input requests in shard order: from ``input_uri`` when readable, else the uploads."""
         shards = state["source"]["shards"]
-        uri = state.get("input_uri")
+        uri = state.get("input_uri")  # public: for logs and the manifest
         if uri:
             try:
-                path = as_object_storage_path(uri)
+                path = self._input_path(state)
                 readable = path.exists()
             except Exception as err:
-                self.log.warning("Input %s is not readable (%s); joining with the uploaded files", uri, err)
+                self.log.warning(
+                    "Input %s is not readable (%s); joining with the uploaded files",
+                    uri,
+                    public_text(str(err)),
+                )
                 readable = False
             if readable:
                 return _split_input(path, shards), str(uri)
@@ -359,6 +374,18 @@ class OpenAIBatchFetchOperator(BaseOperator):
         for shard in shards:
             inputs.append(InputShard(hook.iter_file_lines(shard["input_file_id"]), shard["batch_id"]))
         return inputs, None
+
+    def _input_path(self, state: Mapping[str, Any]) -> ObjectStoragePath:
+        """Where to read the input: the operator's own ``input_uri`` (rendered again after a
+        resume, query and all), else the recorded one with its storage connection."""
+        if self.input_uri:
+            return as_object_storage_path(self.input_uri)
+        uri, conn_id = state["input_uri"], state.get("input_conn_id")
+        if conn_id and "://" in uri:
+            from airflow.sdk import ObjectStoragePath
+
+            return ObjectStoragePath(uri, conn_id=conn_id)
+        return as_object_storage_path(uri)
 
     # ---- resubmission -------------------------------------------------------------------
 
@@ -503,7 +530,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
             error=error,
         )
         body = json.dumps(manifest, indent=2, ensure_ascii=False, default=str).encode() + b"\n"
-        write_atomically(self._destination(state) / fm.MANIFEST_NAME, [body])
+        write_atomically(landing_path(self._destination(state), fm.MANIFEST_NAME), [body])
         return manifest
 
     def _finish(
@@ -580,10 +607,21 @@ def _event_summaries(event: Mapping[str, Any] | None, batch_ids: Sequence[str]) 
     return sorted(summaries, key=lambda s: order[s["id"]])
 
 
+def _input_conn_id(source: Mapping[str, Any]) -> str | None:
+    """The storage connection of the submit manifest's input: its own field, or the user info
+    of a URI recorded before that field existed (``s3://conn@bucket/key``)."""
+    if source.get("input_conn_id") or not source.get("input_uri"):
+        return source.get("input_conn_id")
+    try:
+        return conn_id_of(as_object_storage_path(source["input_uri"]))
+    except Exception:  # unreadable as a path: the join falls back to the uploaded files
+        return None
+
+
 def _read_json(dest: ObjectStoragePath) -> dict[str, Any] | None:
     """The manifest an earlier run left at ``dest``, if any and readable."""
     try:
-        path = dest / fm.MANIFEST_NAME
+        path = landing_path(dest, fm.MANIFEST_NAME)
         if not path.exists():
             return None
         with path.open("rb") as handle:

@@ -223,7 +223,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         batch_metadata(identity, "0" * 16, 0, 1, self.metadata)
 
         hook = self.hook
-        with self._input() as (path, input_uri, default_endpoint):
+        with self._input() as (path, input_uri, input_conn_id, default_endpoint):
             report = validate_file(
                 path,
                 endpoint=self.endpoint or default_endpoint,
@@ -265,6 +265,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             fingerprint=fingerprint,
             identity=identity,
             input_uri=input_uri,
+            input_conn_id=input_conn_id,
             shards=shards,
             batches=batches,
         )
@@ -335,14 +336,19 @@ class OpenAIBatchSubmitOperator(BaseOperator):
     # ---- input --------------------------------------------------------------------------
 
     @contextmanager
-    def _input(self) -> Iterator[tuple[Any, str | None, str | None]]:
-        """Yield ``(path, input_uri, endpoint implied by the template)``; records go to a temp file."""
+    def _input(self) -> Iterator[tuple[Any, str | None, str | None, str | None]]:
+        """Yield ``(path, input_uri, its storage connection, endpoint implied by the template)``;
+        records go to a temp file.
+
+        ``input_uri`` is what may be logged and recorded (``storage.public_uri``): without the
+        query a presigned URL carries its signature in, nor user info.
+        """
         template_endpoint = getattr(self.request_template, "endpoint", None)
         if self.input_path is not None:
-            from airflow_batch_provider.storage import as_object_storage_path
+            from airflow_batch_provider.storage import as_object_storage_path, conn_id_of, public_uri
 
             path = as_object_storage_path(self.input_path)
-            yield path, str(path), template_endpoint
+            yield path, public_uri(str(path)), conn_id_of(path), template_endpoint
             return
         from pathlib import Path
 
@@ -351,7 +357,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             with os.fdopen(fd, "wb") as out:
                 for line in self._request_lines():
                     out.write(line)
-            yield Path(name), None, template_endpoint
+            yield Path(name), None, None, template_endpoint
         finally:
             os.unlink(name)
 

@@ -20,6 +20,7 @@ from airflow_batch_provider.completion import check_batches, resolve_event, tota
 from airflow_batch_provider.exceptions import BatchServiceError, BatchTimeoutError
 from airflow_batch_provider.fetch_manifest import normalize_batches
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
+from airflow_batch_provider.storage import public_uri
 from airflow_batch_provider.triggers.openai_batch import DEADLINE_GRACE, OpenAIBatchTrigger
 
 try:
@@ -95,7 +96,7 @@ class OpenAIBatchSensor(BaseSensorOperator):
     #    execute() survives a deferral) ------------------------------------------------------
 
     def _source(self) -> dict[str, Any]:
-        source = normalize_batches(self.batch_ids)
+        source = normalize_batches(self.batch_ids, argument="batch_ids")  # ids checked here
         value = self.batch_ids
         source["manifest"] = dict(value) if isinstance(value, Mapping) else None
         source["conn_id"] = self.conn_id or source.get("conn_id") or OpenAIBatchHook.default_conn_name
@@ -103,6 +104,8 @@ class OpenAIBatchSensor(BaseSensorOperator):
 
     def _result(self, source: dict[str, Any], summaries: list[dict[str, Any]]) -> dict[str, Any]:
         base = dict(source["manifest"] or {})
+        if base.get("input_uri"):  # a manifest recorded before URIs lost their query
+            base["input_uri"] = public_uri(base["input_uri"])
         base.update({"conn_id": source["conn_id"], "batch_ids": source["batch_ids"], "batches": summaries})
         t = totals(summaries)
         self.log.info(

@@ -42,6 +42,7 @@ from airflow_batch_provider.exceptions import (
 )
 from airflow_batch_provider.hooks._openai_clients import redact
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
+from airflow_batch_provider.ids import check_user_id
 from airflow_batch_provider.triggers.poller import get_poller
 
 #: Growth of the poll interval while nothing changes (then jittered by +-10 %).
@@ -85,9 +86,11 @@ class OpenAIBatchTrigger(BaseTrigger):
     ) -> None:
         super().__init__()
         ids = [batch_ids] if isinstance(batch_ids, str) else list(batch_ids)
-        ids = list(dict.fromkeys(str(b) for b in ids if b))
+        ids = list(dict.fromkeys(b for b in ids if b))
         if not ids:
             raise ValueError("OpenAIBatchTrigger needs at least one batch id.")
+        for bid in ids:
+            check_user_id(bid, kind="batch id", argument="OpenAIBatchTrigger's batch_ids")
         if not poll_interval or float(poll_interval) <= 0:
             raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval!r}.")
         if isinstance(deadline, datetime):

@@ -22,6 +22,8 @@ poller for a batch's state, and the poller:
   parsing a page, waking waiters) a few per loop iteration, so that no burst of
   responses stalls the loop.
 
+Every batch a page lists is checked (:mod:`airflow_batch_provider.ids`) before
+any of it is used; a page with an unsafe id fails the ids it should have shown.
 A page refused with 401/403/429 hands that error to the ids it should have
 shown (a retrieve each would only multiply the load); a 5xx or network error
 falls back to retrieve. A service without the list endpoint (or rejecting a
@@ -41,6 +43,7 @@ from collections import Counter
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
+from airflow_batch_provider.exceptions import UnsafeIdError
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
 
 log = logging.getLogger(__name__)
@@ -270,6 +273,14 @@ class BatchPoller:
             body = raw.http_response.json()
             data = body["data"]
             more = bool(body.get("has_more"))
+            hook = await self._get_hook()
+            for item in data:  # a page with an unsafe id answers nobody
+                hook.check_batch_answer(item, "GET /batches (a list page)")
+        except UnsafeIdError as exc:
+            # Every waiter this page should have answered gets the error: the server is not
+            # to be trusted with these ids, and retrieving them one by one would not change that.
+            self._page_error = (time.monotonic(), exc)
+            return None
         except Exception as exc:
             status = getattr(exc, "status_code", None)
             if status in (400, 404) and cursor is not _HEAD and cursor not in self._pred:

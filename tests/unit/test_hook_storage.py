@@ -13,7 +13,7 @@ from airflow_batch_provider.storage import (
     as_object_storage_path,
     checksum_of,
     conn_id_of,
-    strip_userinfo,
+    public_uri,
     write_atomically,
 )
 
@@ -158,6 +158,6 @@ def test_uri_never_carries_the_connection_id():
     path = ObjectStoragePath("s3://bucket/evals/", conn_id="aws_x") / "b1" / "out.jsonl"
     assert conn_id_of(path) == "aws_x"
     assert storage._uri(path) == "s3://bucket/evals/b1/out.jsonl"
-    assert strip_userinfo("s3://user:pa55@bucket/k@v") == "s3://bucket/k@v"
-    assert strip_userinfo("file:///tmp/a@b") == "file:///tmp/a@b"
-    assert strip_userinfo("/tmp/a") == "/tmp/a"
+    assert public_uri("s3://user:pa55@bucket/k@v") == "s3://bucket/k@v"
+    assert public_uri("file:///tmp/a@b") == "file:///tmp/a@b"
+    assert public_uri("/tmp/a") == "/tmp/a"
