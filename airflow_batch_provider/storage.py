@@ -148,7 +148,7 @@ def public_uri(uri: str | None) -> str | None:
     return f"{scheme}://{host}{slash}{tail}"
 
 
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()]+")
 
 
 def public_text(text: str) -> str:

@@ -161,3 +161,44 @@ def test_uri_never_carries_the_connection_id():
     assert public_uri("s3://user:pa55@bucket/k@v") == "s3://bucket/k@v"
     assert public_uri("file:///tmp/a@b") == "file:///tmp/a@b"
     assert public_uri("/tmp/a") == "/tmp/a"
+
+
+def test_the_directory_is_fsynced_after_the_rename(tmp_path, monkeypatch):
+    """A landed file survives a power cut only once the directory entry of its rename is on disk.
+
+    A power cut cannot be simulated here, so this records what reaches the disk: every
+    ``os.fsync`` (file or directory, by what the descriptor is) in order with ``os.replace``.
+    """
+    import stat
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        mode = os.fstat(fd).st_mode
+        events.append(
+            ("fsync-dir", os.readlink(f"/proc/self/fd/{fd}")) if stat.S_ISDIR(mode) else ("fsync-file",)
+        )
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    (tmp_path / "dest").mkdir()
+    target = tmp_path / "dest" / "new" / "deeper" / "out.jsonl"  # two directories made for it
+
+    write_atomically(str(target), [b"x\n"])
+
+    assert events[:2] == [("fsync-file",), ("replace", str(target))]
+    # Then the file's directory and each directory made for it, in its parent.
+    assert events[2:] == [
+        ("fsync-dir", str(tmp_path / "dest" / "new" / "deeper")),
+        ("fsync-dir", str(tmp_path / "dest" / "new")),
+        ("fsync-dir", str(tmp_path / "dest")),
+    ]
+    events.clear()
+    write_atomically(str(target), [b"y\n"])  # the directories exist now: only the file's is synced
+    assert events[2:] == [("fsync-dir", str(target.parent))]
