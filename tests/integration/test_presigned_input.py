@@ -2,13 +2,15 @@
 
 Submit and fetch run in a real DAG (``dag.test()``) against the emulator; the input is
 an object on the moto S3 server, given as a presigned ``X-Amz-Signature`` URL (what a
-data team hands over instead of credentials). The signature must appear in no XCom,
+data team hands over instead of credentials), read through an http filesystem the DAG
+attaches (``airflow.sdk.io.attach``). The signature must appear in no XCom,
 no manifest, no lineage and no log line.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -65,6 +67,9 @@ def _lineage_text(lineage) -> str:
     )
 
 
+# Batches stay validating long enough for the fetch to defer: its waiting state (XCom and
+# trigger kwargs, both stored in the database) is recorded too.
+@pytest.mark.emulator(validation_delay=10)
 def test_a_presigned_input_url_never_records_its_signature(
     dag_env, moto_server: str, aws_test_bucket: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -76,13 +81,16 @@ def test_a_presigned_input_url_never_records_its_signature(
         "presigned_input",
         f"""
         from airflow.sdk import DAG
+        from airflow.sdk.io import attach
+        from fsspec.implementations.http import HTTPFileSystem
         from airflow_batch_provider.operators.fetch import OpenAIBatchFetchOperator
         from airflow_batch_provider.operators.submit import OpenAIBatchSubmitOperator
 
+        attach("http", fs=HTTPFileSystem())  # how a DAG reads http(s) URLs as ObjectStoragePath
+
         with DAG("presigned_input", schedule=None, default_args={{"retries": 0}}) as dag:
             submit = OpenAIBatchSubmitOperator(
-                task_id="submit", input_path={url!r}, deferrable=True, poll_interval=0.1,
-                max_poll_interval=0.5, timeout=60,
+                task_id="submit", input_path={url!r}, wait_for_completion=False,
             )
             fetch = OpenAIBatchFetchOperator(
                 task_id="fetch", batches=submit.output, destination={str(dest)!r},
@@ -94,7 +102,11 @@ def test_a_presigned_input_url_never_records_its_signature(
     dr = dag_env.run(dag)
 
     assert dag_env.states(dr) == {"submit": "success", "fetch": "success"}
-    logs = capfd.readouterr()
+    captured = capfd.readouterr()
+    # The storage server's own access log names the URL it was asked for: not ours to judge.
+    logs = "\n".join(
+        line for line in (captured.out + captured.err).splitlines() if not re.search(r'"(GET|HEAD) /', line)
+    )
     # The URL was really used, signature and all: the fetch joined with the input it names.
     manifest_text = (dest / "manifest.json").read_text()
     manifest = json.loads(manifest_text)
@@ -111,5 +123,5 @@ def test_a_presigned_input_url_never_records_its_signature(
         ("fetch lineage", _lineage_text(fetch_lineage(manifest))),
     ]:
         assert signature not in text and "X-Amz-Signature" not in text, where
-    assert public in logs.out + logs.err  # the logs were captured: the input is named there
-    assert signature not in logs.out + logs.err and "X-Amz-Signature" not in logs.out + logs.err
+    assert public in logs  # the task logs were captured: the input is named there
+    assert signature not in logs and "X-Amz-Signature" not in logs
