@@ -426,3 +426,107 @@ def test_auth_is_airflows_own(dag_env, client, auth):
     assert client.get(f"{PREFIX}/health").json() == {"status": "ok"}
     icon = client.get(f"{PREFIX}/static/icon.svg")
     assert icon.status_code == 200 and "<svg" in icon.text
+
+
+def _give_to_team(dag_id: str, team: str) -> None:
+    """Put ``dag_id`` in a DAG bundle owned by ``team`` (Airflow's multi-team model), as a
+    deployment with one bundle per team has it."""
+    from airflow.models.dag import DagModel
+    from airflow.models.dagbundle import DagBundleModel
+    from airflow.models.team import Team
+    from airflow.utils.session import create_session
+    from sqlalchemy import update
+
+    with create_session() as session:
+        bundle = DagBundleModel(name=f"bundle-{team}")
+        bundle.teams.append(Team(name=team))
+        session.add(bundle)
+        session.flush()
+        session.execute(update(DagModel).where(DagModel.dag_id == dag_id).values(bundle_name=bundle.name))
+
+
+def test_a_user_who_may_read_dag_a_sees_nothing_of_dag_b(dag_env, client, auth):
+    """SimpleAuthManager scopes DAG access by team: alice (OP, team a) may read DAG A and the
+    connection, not DAG B. No route shows her DAG B's batches, nor batches of no DAG."""
+    import uuid
+
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    tag = uuid.uuid4().hex[:8]
+    dag_a, dag_b = f"ui_team_a_{tag}", f"ui_team_b_{tag}"
+    run_a = _submit(dag_env, dag_a, _request_lines(1))
+    run_b = _submit(dag_env, dag_b, _request_lines(2))
+    [batch_a], [batch_b] = (dag_env.xcom(r, "submit")["batch_ids"] for r in (run_a, run_b))
+    [untagged] = _make_batches(dag_env.emulator, 1)  # newest: no Airflow identity in its metadata
+    _give_to_team(dag_a, f"a{tag}")
+    _give_to_team(dag_b, f"b{tag}")
+    alice = _as(
+        auth["manager"].generate_jwt(SimpleAuthManagerUser(username="alice", role="OP", teams=[f"a{tag}"]))
+    )
+    admin = _as(auth["admin"])
+
+    everything = client.get(f"{PREFIX}/api/batches", headers=admin).json()
+    assert [b["id"] for b in everything["batches"]] == [untagged, batch_b, batch_a]
+
+    hidden = (batch_b, dag_b, untagged, run_b.run_id)
+    listing = client.get(f"{PREFIX}/api/batches", headers=alice)
+    assert listing.status_code == 200 and [b["id"] for b in listing.json()["batches"]] == [batch_a]
+    one = client.get(f"{PREFIX}/api/batches", params={"limit": 1}, headers=alice).json()
+    assert [b["id"] for b in one["batches"]] == [batch_a]  # found past the newer hidden ones
+    done = client.get(f"{PREFIX}/api/batches", params={"status": "completed"}, headers=alice).json()
+    assert [b["id"] for b in done["batches"]] == [batch_a]
+    page = client.get(f"{PREFIX}/batches", headers=alice)
+    assert page.status_code == 200 and batch_a in page.text
+    for response in (listing, page):
+        for value in hidden:
+            assert value not in response.text
+
+    for path in ("/api/ti", "/ti"):
+        assert client.get(f"{PREFIX}{path}", params=_ti(run_b, "submit"), headers=alice).status_code == 403
+        mine = client.get(f"{PREFIX}{path}", params=_ti(run_a, "submit"), headers=alice)
+        assert mine.status_code == 200 and batch_a in mine.text
+        for value in hidden:
+            assert value not in mine.text
+
+
+def test_task_tab_reads_live_only_through_a_connection_the_user_may_read(dag_env, client, auth):
+    dr = _submit(dag_env, "ui_conn_access", _request_lines(2))
+    params = _ti(dr, "submit")
+
+    viewer = client.get(f"{PREFIX}/api/ti", params=params, headers=_as(auth["viewer"])).json()
+
+    [batch] = viewer["batches"]
+    assert batch["source"] == "xcom" and batch["status"] == "completed"  # what the task recorded
+    assert any("needs read access to connection 'openai_default'" in n for n in viewer["notices"])
+    assert batch["read_error"] == "not read live"  # the connection's key was not used
+    page = client.get(f"{PREFIX}/ti", params=params, headers=_as(auth["viewer"])).text
+    assert "showing the state the task recorded last" in page
+    admin = client.get(f"{PREFIX}/api/ti", params=params, headers=_as(auth["admin"])).json()
+    assert admin["batches"][0]["source"] == "live"
+
+
+def test_task_tab_reads_a_manifest_only_under_the_tasks_destination(dag_env, client, auth):
+    from airflow.models.xcom import XComModel
+
+    from airflow_batch_provider.links import LANDED_MANIFEST_XCOM_KEY
+
+    src, dest = dag_env.data / "planted_in.jsonl", dag_env.data / "landed"
+    src.write_text(_request_lines(1))
+    dag = dag_env.write_dag(
+        "ui_planted", FETCH_DAG.format(dag_id="ui_planted", path=str(src), dest=f"file://{dest}/")
+    )
+    dr = dag_env.run(dag)
+    assert dag_env.states(dr) == {"submit": "success", "fetch": "success"}
+    planted = dag_env.data / "elsewhere" / "manifest.json"
+    planted.parent.mkdir()
+    planted.write_text(json.dumps({"batch_ids": ["batch_planted"], "conn_id": "openai_other"}))
+    # A user who may write XComs points the tab at another manifest.
+    XComModel.set(
+        LANDED_MANIFEST_XCOM_KEY, f"file://{planted}", dag_id=dr.dag_id, task_id="fetch", run_id=dr.run_id
+    )
+
+    view = client.get(f"{PREFIX}/api/ti", params=_ti(dr, "fetch"), headers=_as(auth["admin"])).json()
+
+    assert "batch_planted" not in view["batch_ids"] and view["conn_id"] == "openai_default"
+    assert any("outside the task's destination" in n for n in view["notices"])
+    assert [b["source"] for b in view["batches"]] == ["live"]
