@@ -58,8 +58,10 @@ from airflow_batch_provider.plugins.view_model import META_DAG_ID, batch_view, b
 LIVE_READ_TIMEOUT = 12.0
 #: Batches of one task read live per page view; the rest show their recorded state.
 MAX_LIVE_READS = 100
-#: Batches looked at per page of the list when a status filter hides some.
+#: Batches looked at per page of the list when a filter hides some.
 LIST_MAX_SCAN = 500
+#: Batches asked for per request when a filter hides some.
+LIST_CHUNK = 100
 _ACTIVE_TI_STATES = {None, "scheduled", "queued", "running", "deferred", "up_for_retry", "up_for_reschedule"}
 
 # Live reads run here, so a page can stop waiting for a slow service (the SDK's own
@@ -418,7 +420,8 @@ def list_view(
     Only batches ``access`` lets the user see are kept. Without a status filter, for a user
     who may read every DAG, this is one request of ``limit``; otherwise pages of 100 are
     read until ``limit`` batches match or :data:`LIST_MAX_SCAN` were looked at.
-    ``next_after`` continues after the last batch looked at.
+    ``next_after`` continues after the last batch looked at; when that batch is one the user
+    may not see, it is sealed (:func:`seal_cursor`), so not even its id is shown.
     """
     view: dict[str, Any] = {
         "conn_id": conn_id,
@@ -432,14 +435,15 @@ def list_view(
         "error": None,
         "refresh": pages.REFRESH_SECONDS,
     }
+    start = open_cursor(after)
     hook = UIBatchHook(conn_id=conn_id)
     now = time.time()
     try:
         client = hook.get_conn()
-        cursor, more = after, True
+        cursor, more = start, True
         rows: list[Any] = []
         while more and len(rows) < limit and view["scanned"] < LIST_MAX_SCAN:
-            kwargs: dict[str, Any] = {"limit": 100 if status or not access.every else limit}
+            kwargs: dict[str, Any] = {"limit": LIST_CHUNK if status or not access.every else limit}
             if cursor:
                 kwargs["after"] = cursor
             page = client.batches.list(**kwargs)
@@ -455,7 +459,9 @@ def list_view(
                     break
             if not data:
                 more = False
-        view["has_more"], view["next_after"] = more, cursor if more else None
+        shown = access.every or any(b.id == cursor for b in rows)
+        view["has_more"] = more
+        view["next_after"] = (cursor if shown else seal_cursor(cursor)) if more and cursor else None
         view["batches"] = [
             batch_view(summarize_batch(b), now=now, console_url=_console_url_of(hook, b.id)) for b in rows
         ]
@@ -464,6 +470,42 @@ def list_view(
     finally:
         _close(hook)
     return view
+
+
+_SEALED = "c1."
+
+
+def _cursor_key() -> Any:
+    """A Fernet key derived from ``[api_auth] jwt_secret``, which every api-server worker shares."""
+    import base64
+    import hashlib
+
+    from airflow.configuration import conf
+    from cryptography.fernet import Fernet
+
+    secret = conf.get("api_auth", "jwt_secret", fallback="") or ""
+    digest = hashlib.sha256(b"openai-batch-ui-cursor:" + secret.encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(digest))
+
+
+def seal_cursor(batch_id: str) -> str:
+    """A paging cursor that does not show the batch id it holds (a batch the user may not see)."""
+    return _SEALED + _cursor_key().encrypt(batch_id.encode()).decode()
+
+
+def open_cursor(after: str | None) -> str | None:
+    """The batch id of an ``after`` parameter, sealed or not.
+
+    :raises HTTPException: 400 for a sealed cursor this server did not make.
+    """
+    if not after or not after.startswith(_SEALED):
+        return after
+    from cryptography.fernet import InvalidToken
+
+    try:
+        return str(_cursor_key().decrypt(after[len(_SEALED) :].encode()).decode())
+    except (InvalidToken, ValueError):
+        raise HTTPException(400, "The 'after' cursor is not valid here; start from the first page") from None
 
 
 def _console_url_of(hook: OpenAIBatchHook, batch_id: str) -> str | None:
@@ -478,7 +520,7 @@ def _conn_choices(session: Any, user: Any) -> list[str]:
 
 
 StatusQuery = Annotated[str, Query(max_length=20, pattern=r"^[a-z_]*$")]
-AfterQuery = Annotated[str | None, Query(max_length=200)]
+AfterQuery = Annotated[str | None, Query(max_length=300)]
 LimitQuery = Annotated[int, Query(ge=1, le=100)]
 
 

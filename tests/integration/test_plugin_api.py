@@ -445,12 +445,14 @@ def _give_to_team(dag_id: str, team: str) -> None:
         session.execute(update(DagModel).where(DagModel.dag_id == dag_id).values(bundle_name=bundle.name))
 
 
-def test_a_user_who_may_read_dag_a_sees_nothing_of_dag_b(dag_env, client, auth):
+def test_a_user_who_may_read_dag_a_sees_nothing_of_dag_b(dag_env, client, auth, monkeypatch):
     """SimpleAuthManager scopes DAG access by team: alice (OP, team a) may read DAG A and the
     connection, not DAG B. No route shows her DAG B's batches, nor batches of no DAG."""
     import uuid
 
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    from airflow_batch_provider.plugins import app as plugin_app
 
     tag = uuid.uuid4().hex[:8]
     dag_a, dag_b = f"ui_team_a_{tag}", f"ui_team_b_{tag}"
@@ -475,6 +477,24 @@ def test_a_user_who_may_read_dag_a_sees_nothing_of_dag_b(dag_env, client, auth):
     assert [b["id"] for b in one["batches"]] == [batch_a]  # found past the newer hidden ones
     done = client.get(f"{PREFIX}/api/batches", params={"status": "completed"}, headers=alice).json()
     assert [b["id"] for b in done["batches"]] == [batch_a]
+    # Paging past hidden batches: the cursor is sealed, not the hidden batch's id.
+    scan, chunk = plugin_app.LIST_MAX_SCAN, plugin_app.LIST_CHUNK
+    monkeypatch.setattr(plugin_app, "LIST_MAX_SCAN", 1)  # one batch per request and per page
+    monkeypatch.setattr(plugin_app, "LIST_CHUNK", 1)
+    first = client.get(f"{PREFIX}/api/batches", params={"limit": 1}, headers=alice)
+    assert first.json()["batches"] == [] and first.json()["has_more"] is True
+    sealed = first.json()["next_after"]
+    assert sealed.startswith("c1.") and untagged not in first.text
+    second = client.get(f"{PREFIX}/api/batches", params={"limit": 1, "after": sealed}, headers=alice).json()
+    assert second["batches"] == [] and second["next_after"].startswith("c1.")  # batch_b: hidden too
+    third = client.get(
+        f"{PREFIX}/api/batches", params={"limit": 1, "after": second["next_after"]}, headers=alice
+    ).json()
+    assert [b["id"] for b in third["batches"]] == [batch_a]
+    forged = client.get(f"{PREFIX}/api/batches", params={"after": "c1.forged"}, headers=alice)
+    assert forged.status_code == 400
+    monkeypatch.setattr(plugin_app, "LIST_MAX_SCAN", scan)
+    monkeypatch.setattr(plugin_app, "LIST_CHUNK", chunk)
     page = client.get(f"{PREFIX}/batches", headers=alice)
     assert page.status_code == 200 and batch_a in page.text
     for response in (listing, page):
