@@ -9,6 +9,7 @@ state from the emulator over HTTP.
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from importlib.metadata import entry_points
@@ -74,16 +75,18 @@ BAD_INPUT_DAG = """
 """
 
 
+SIMPLE = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+ALLOW_LIST = "tests.integration._allow_list_auth.DagAllowListAuthManager"
+
+
 @pytest.fixture
-def auth(airflow_db, monkeypatch):
-    """Airflow's SimpleAuthManager (no all-admins shortcut) and tokens for an admin and a viewer."""
+def auth(airflow_db, monkeypatch, request):
+    """Airflow's SimpleAuthManager (no all-admins shortcut; or the class given as the fixture's
+    parameter) and tokens for an admin and a viewer."""
     from airflow.api_fastapi import app as api_app
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
-    monkeypatch.setenv(
-        "AIRFLOW__CORE__AUTH_MANAGER",
-        "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-    )
+    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", getattr(request, "param", SIMPLE))
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
     monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "plugin-test-jwt-secret-" + "x" * 64)
     api_app.purge_cached_app()  # forget any auth manager made under another configuration
@@ -445,26 +448,35 @@ def _give_to_team(dag_id: str, team: str) -> None:
         session.execute(update(DagModel).where(DagModel.dag_id == dag_id).values(bundle_name=bundle.name))
 
 
+@pytest.mark.parametrize("auth", [SIMPLE, ALLOW_LIST], ids=["teams", "allow_list"], indirect=True)
 def test_a_user_who_may_read_dag_a_sees_nothing_of_dag_b(dag_env, client, auth, monkeypatch):
-    """SimpleAuthManager scopes DAG access by team: alice (OP, team a) may read DAG A and the
-    connection, not DAG B. No route shows her DAG B's batches, nor batches of no DAG."""
+    """alice (OP: she may read the connection) may read DAG A, not DAG B: by team with
+    SimpleAuthManager (DAG bundles owned by teams), or by the allow-list manager. No route
+    shows her DAG B's batches, nor batches of no DAG."""
     import uuid
 
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
     from airflow_batch_provider.plugins import app as plugin_app
+    from tests.integration._allow_list_auth import DagAllowListAuthManager
 
+    by_team = not isinstance(auth["manager"], DagAllowListAuthManager)
+    if by_team and "teams" not in inspect.signature(SimpleAuthManagerUser).parameters:
+        pytest.skip("this Airflow's SimpleAuthManager has no teams; the allow_list case covers it")
     tag = uuid.uuid4().hex[:8]
     dag_a, dag_b = f"ui_team_a_{tag}", f"ui_team_b_{tag}"
     run_a = _submit(dag_env, dag_a, _request_lines(1))
     run_b = _submit(dag_env, dag_b, _request_lines(2))
     [batch_a], [batch_b] = (dag_env.xcom(r, "submit")["batch_ids"] for r in (run_a, run_b))
     [untagged] = _make_batches(dag_env.emulator, 1)  # newest: no Airflow identity in its metadata
-    _give_to_team(dag_a, f"a{tag}")
-    _give_to_team(dag_b, f"b{tag}")
-    alice = _as(
-        auth["manager"].generate_jwt(SimpleAuthManagerUser(username="alice", role="OP", teams=[f"a{tag}"]))
-    )
+    if by_team:
+        _give_to_team(dag_a, f"a{tag}")
+        _give_to_team(dag_b, f"b{tag}")
+        user = SimpleAuthManagerUser(username="alice", role="OP", teams=[f"a{tag}"])
+    else:
+        monkeypatch.setitem(DagAllowListAuthManager.allowed, "alice", {dag_a})
+        user = SimpleAuthManagerUser(username="alice", role="OP")
+    alice = _as(auth["manager"].generate_jwt(user))
     admin = _as(auth["admin"])
 
     everything = client.get(f"{PREFIX}/api/batches", headers=admin).json()
