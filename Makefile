@@ -38,7 +38,8 @@ demo: venv
 	$(BIN)/python -m airflow_batch_provider.demo
 
 # A full local Airflow (api-server, scheduler, dag-processor, triggerer) with the emulator and
-# the example DAGs, in the background: UI at http://localhost:8080, pids in .demo/, `make stop` ends it.
+# the example DAGs, in the background, on 127.0.0.1 only: UI at http://127.0.0.1:8080, pids in .demo/,
+# `make stop` ends it.
 airflow: venv
 	$(BIN)/python -m airflow_batch_provider.devstack start
 

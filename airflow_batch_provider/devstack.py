@@ -11,6 +11,12 @@ DAGs folder, unpaused, and ``openai_default`` pointing at the emulator. Each pro
 writes ``.demo/<name>.pid`` and ``.demo/stack/logs/<name>.log``. Results land under
 ``demo-output/airflow/``. ``stop`` ends exactly those processes (their process groups,
 by the recorded ids).
+
+Everything listens on 127.0.0.1 only: the api-server makes every user admin without a
+login, so it must not be reachable from the network. The emulator gets ``--host``, the
+api-server ``--host`` and ``[api] host``, the scheduler's health check its host setting, and
+the scheduler and triggerer skip their log servers (Airflow binds those to every interface;
+the api-server reads the task logs from the shared log folder instead).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from pathlib import Path
 import httpx
 
 AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
+#: The only interface any process of the local stack listens on.
+HOST = "127.0.0.1"
 ALL_SERVICES = ("emulator", *AIRFLOW_SERVICES)
 _PREFIX = "Emulator listening on "
 
@@ -87,9 +95,11 @@ class Stack:
                     "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
                 ),
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # local only: no login
+                "AIRFLOW__API__HOST": HOST,
                 "AIRFLOW__API__PORT": str(port),
-                "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+                "AIRFLOW__API__BASE_URL": f"http://{HOST}:{port}",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{HOST}:{port}/execution/",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": HOST,
                 "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt.secret", secrets.token_urlsafe(32)),
                 "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs / "tasks"),
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
@@ -132,6 +142,19 @@ def _airflow(*args: str) -> list[str]:
     return [sys.executable, "-m", "airflow", *args]
 
 
+def service_argv(name: str, port: int) -> list[str]:
+    """The command of one Airflow service, listening on :data:`HOST` only (or not at all).
+
+    :param name: one of :data:`AIRFLOW_SERVICES`.
+    :param port: the api-server's port.
+    """
+    if name == "api-server":
+        return _airflow(name, "--host", HOST, "--port", str(port))
+    if name in ("scheduler", "triggerer"):
+        return _airflow(name, "--skip-serve-logs")  # its log server would listen on 0.0.0.0
+    return _airflow(name)
+
+
 def _start_emulator(stack: Stack, profile: str, port: int) -> str:
     """Start the emulator; return its base URL (read from its log's first line)."""
     log = stack.logs / "emulator.log"
@@ -141,7 +164,7 @@ def _start_emulator(stack: Stack, profile: str, port: int) -> str:
         "-m",
         "airflow_batch_provider.emulator",
         "--host",
-        "127.0.0.1",
+        HOST,
         "--port",
         str(port),
         "--data-dir",
@@ -165,7 +188,7 @@ def _wait_for_ui(port: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://localhost:{port}/api/v2/monitor/health", timeout=2).status_code == 200:
+            if httpx.get(f"http://{HOST}:{port}/api/v2/monitor/health", timeout=2).status_code == 200:
                 return True
         except httpx.HTTPError:
             pass
@@ -177,7 +200,7 @@ def start(stack: Stack, *, port: int, profile: str, emulator_port: int) -> int:
     """Start every service that is not running yet."""
     running = {name: stack.pid(name) for name in ALL_SERVICES}
     if all(running.values()):
-        print(f"Already running (pids {running}); UI at http://localhost:{port}. `make stop` ends it.")
+        print(f"Already running (pids {running}); UI at http://{HOST}:{port}. `make stop` ends it.")
         return 0
     if any(running.values()):
         stop(stack)  # a half-started stack: start clean
@@ -205,8 +228,7 @@ def start(stack: Stack, *, port: int, profile: str, emulator_port: int) -> int:
         stamp.touch()
 
     for name in AIRFLOW_SERVICES:
-        extra = ["--port", str(port)] if name == "api-server" else []
-        stack.spawn(name, _airflow(name, *extra), env)
+        stack.spawn(name, service_argv(name, port), env)
     print(f"Started {', '.join(AIRFLOW_SERVICES)}; waiting for the UI ...", flush=True)
     if not _wait_for_ui(port, 180):
         print(f"The API server is not answering yet; see {stack.logs / 'api-server.log'}")
@@ -215,7 +237,7 @@ def start(stack: Stack, *, port: int, profile: str, emulator_port: int) -> int:
         "\n".join(
             [
                 "",
-                f"Airflow UI: http://localhost:{port}  (local only: every user is admin, no login)",
+                f"Airflow UI: http://{HOST}:{port}  (on 127.0.0.1 only: every user is admin, no login)",
                 f"Emulator batches: {emulator_url.removesuffix('/v1')}/_emulator/batches",
                 "DAGs: dags_examples/ (unpaused: nightly_eval and embedding_refresh start now; "
                 "trigger classify_dataset with max_requests_per_batch=400 to see several batches)",

@@ -1,9 +1,13 @@
-"""Emulator-only routes (no auth: stats, faults, health) and the other OpenAI routes it serves:
-``GET /v1/models`` (so connection tests pass) and the synchronous inference endpoints."""
+"""Emulator-only routes (stats, faults, health) and the other OpenAI routes it serves:
+``GET /v1/models`` (so connection tests pass) and the synchronous inference endpoints.
+
+Reading ``/_emulator/*`` needs no key; changing state (``POST /_emulator/faults``) needs
+the API key (``AuthMiddleware``) and a JSON body, so a web page cannot post a form to it."""
 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
@@ -45,7 +49,23 @@ async def get_faults(request: Request) -> Response:
 async def set_faults(request: Request) -> Response:
     """Replace the fault rules (``{}`` clears them)."""
     emu = emulator(request)
-    return JSONResponse(emu.faults.configure(await json_body(request)))
+    return JSONResponse(emu.faults.configure(await control_body(request)))
+
+
+async def control_body(request: Request) -> dict[str, Any]:
+    """The JSON object body of a control route; 415 for any other content type (form posts).
+
+    :param request: the incoming request.
+    """
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json":
+        raise APIError(
+            415,
+            "Control routes take a JSON body (Content-Type: application/json), "
+            f"not {content_type or 'none'}.",
+            code="unsupported_media_type",
+        )
+    return await json_body(request)
 
 
 MODELS = (

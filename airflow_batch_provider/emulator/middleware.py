@@ -1,5 +1,6 @@
-"""ASGI middleware: ``x-request-id`` on every response, and auth for ``/v1`` (Bearer) and
-Azure OpenAI's ``/openai`` (``api-key`` header, or Bearer as an Entra ID token is sent)."""
+"""ASGI middleware: ``x-request-id`` on every response, and auth for ``/v1`` (Bearer),
+Azure OpenAI's ``/openai`` (``api-key`` header, or Bearer as an Entra ID token is sent) and
+the emulator's control routes (``/_emulator/*`` other than GET: Bearer, like ``/v1``)."""
 
 from __future__ import annotations
 
@@ -53,9 +54,14 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+#: Methods of ``/_emulator/*`` that read only (pages, stats, health): no key needed.
+_READ_METHODS = ("GET", "HEAD")
+
+
 class AuthMiddleware:
-    """Answer 401 to ``/v1`` requests without an accepted Bearer key, and to ``/openai``
-    requests with neither an accepted ``api-key`` header nor an accepted Bearer key.
+    """Answer 401 to ``/v1`` requests without an accepted Bearer key, to ``/openai``
+    requests with neither an accepted ``api-key`` header nor an accepted Bearer key, and
+    to ``/_emulator/*`` requests that change state (faults...) without an accepted Bearer key.
 
     :param app: the wrapped application.
     :param keys: accepted keys.
@@ -75,7 +81,8 @@ class AuthMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"] if scope["type"] == "http" else ""
         azure = path.startswith("/openai/")
-        if not (azure or path.startswith("/v1")):
+        control = path.startswith("/_emulator/") and scope.get("method") not in _READ_METHODS
+        if not (azure or control or path.startswith("/v1")):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])

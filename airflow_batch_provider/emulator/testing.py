@@ -210,12 +210,18 @@ class EmulatorHandle:
         """``GET /_emulator/stats``."""
         return dict(httpx.get(f"{self.root_url}/_emulator/stats", timeout=10).raise_for_status().json())
 
+    def control_headers(self) -> dict[str, str]:
+        """Headers of a request to a control route (``POST /_emulator/...``): the API key."""
+        return {"Authorization": f"Bearer {self.api_key}"}
+
     def configure_faults(self, config: dict[str, Any]) -> dict[str, Any]:
         """``POST /_emulator/faults`` with a full configuration (``{}`` clears every fault).
 
         :param config: ``{"routes": {ROUTE: SPEC}, "seed": n}``.
         """
-        response = httpx.post(f"{self.root_url}/_emulator/faults", json=config, timeout=10)
+        response = httpx.post(
+            f"{self.root_url}/_emulator/faults", json=config, headers=self.control_headers(), timeout=10
+        )
         return dict(response.raise_for_status().json())
 
     def set_faults(self, route: str = "*", **spec: Any) -> dict[str, Any]:

@@ -17,6 +17,9 @@ from starlette.requests import Request
 from airflow_batch_provider.emulator.errors import bad_request
 
 MAX_FIELD_BYTES = 64 * 1024
+#: Parts of one upload: ``file``, ``purpose``, ``expires_after[anchor]``, ``expires_after[seconds]``
+#: and a little room. Any more is refused, so text fields cannot pile up in memory.
+MAX_PARTS = 8
 
 
 @dataclass
@@ -27,12 +30,14 @@ class Upload:
     :param filename: the ``file`` part's file name, or None if there was no file part.
     :param size: bytes of the file part.
     :param too_large: the file exceeded the size cap (its bytes were dropped).
+    :param parts: how many parts the body had (those past :data:`MAX_PARTS` were dropped).
     """
 
     fields: dict[str, str] = field(default_factory=dict)
     filename: str | None = None
     size: int = 0
     too_large: bool = False
+    parts: int = 0
 
 
 class _Collector:
@@ -63,6 +68,7 @@ class _Collector:
 
     def part_begin(self) -> None:
         self._headers, self._field = {}, bytearray()
+        self.upload.parts += 1
 
     def header_field(self, data: bytes, start: int, end: int) -> None:
         self._name += data[start:end]
@@ -76,6 +82,9 @@ class _Collector:
 
     def headers_finished(self) -> None:
         _, options = parse_options_header(self._headers.get("content-disposition", ""))
+        if self.upload.parts > MAX_PARTS:  # read on, keep nothing: the request fails at the end
+            self._part_name, self._is_file = None, False
+            return
         self._part_name = options.get(b"name", b"").decode("utf-8", "replace")
         filename = options.get(b"filename")
         # Only the first ``file`` part is the upload; any other file part is ignored.
@@ -90,7 +99,7 @@ class _Collector:
                 self.upload.too_large = True
             elif end > start:
                 self.pending.append(data[start:end])
-        elif len(self._field) + end - start <= MAX_FIELD_BYTES:
+        elif self._part_name and len(self._field) + end - start <= MAX_FIELD_BYTES:
             self._field += data[start:end]
 
     def part_end(self) -> None:
@@ -130,4 +139,9 @@ async def receive_upload(request: Request, destination: Path, max_bytes: int) ->
         except ValueError as exc:  # python-multipart raises MultipartParseError (a ValueError)
             raise bad_request(f"The multipart body could not be parsed: {exc}") from None
         collector.flush()
+    if collector.upload.parts > MAX_PARTS:
+        raise bad_request(
+            f"Too many form fields: {collector.upload.parts}; an upload takes at most {MAX_PARTS} "
+            "('file', 'purpose', 'expires_after[anchor]', 'expires_after[seconds]')."
+        )
     return collector.upload

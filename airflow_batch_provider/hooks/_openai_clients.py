@@ -47,6 +47,8 @@ class ClientSettings:
     :param fingerprint: salted digest of the connection's fields; changes when any does.
     :param max_retries: retries of transient errors.
     :param console_url: the ``console_url`` extra (a template with ``{batch_id}``), if set.
+    :param unused_secrets: secret fields of the connection the client does not use (a password
+        left in place while an Entra ID token is used): still scrubbed from text.
     """
 
     conn_id: str
@@ -56,14 +58,16 @@ class ClientSettings:
     fingerprint: str = ""
     max_retries: int = DEFAULT_MAX_RETRIES
     console_url: str | None = None
+    unused_secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """The secret strings to scrub from any text shown to a user."""
-        found = []
-        for name in ("api_key", "azure_ad_token", "admin_api_key"):
-            value = self.kwargs.get(name)
-            if isinstance(value, str) and len(value) >= 4:
+        """The secret strings to scrub from any text shown to a user (an Azure key of 32 hex
+        characters or an Entra ID token has no shape to find it by: only this list catches it)."""
+        found: list[str] = []
+        values = [self.kwargs.get(n) for n in ("api_key", "azure_ad_token", "admin_api_key")]
+        for value in [*values, *self.unused_secrets]:
+            if isinstance(value, str) and len(value) >= 4 and value not in found:
                 found.append(value)
         return tuple(found)
 
@@ -239,10 +243,15 @@ def settings_from_connection(conn: Any, extras: Mapping[str, Any]) -> ClientSett
         fingerprint=_fingerprint(conn, extras),
         max_retries=max_retries,
         console_url=console_url.strip() if isinstance(console_url, str) and console_url.strip() else None,
+        unused_secrets=tuple(
+            v for v in (conn.password, extras.get("azure_ad_token"), api_key) if isinstance(v, str) and v
+        ),
     )
 
 
 _TOKEN_RE = re.compile(r"\b(sk|sess|rk)-[A-Za-z0-9_\-*.]{4,}")
+# A JWT (an Entra ID access token, say): base64url header "{"..." = "eyJ", then two more parts.
+_JWT_RE = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _BEARER_RE = re.compile(r"(?i)(bearer\s+|api-key[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+")
 
 
@@ -251,6 +260,7 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     for secret in secrets:
         text = text.replace(secret, "***")
     text = _TOKEN_RE.sub(lambda m: f"{m.group(1)}-***", text)
+    text = _JWT_RE.sub("***", text)
     return _BEARER_RE.sub(lambda m: f"{m.group(1)}***", text)
 
 

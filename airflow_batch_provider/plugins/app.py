@@ -8,10 +8,13 @@ Airflow's own auth dependencies: the JWT cookie the UI holds, or a Bearer token)
   instances and XComs.
 - ``GET /batches?conn_id=&status=&after=&limit=``: recent batches of a connection
   (HTML); ``GET /api/batches``: as JSON. Needs read access to that connection, whose
-  key the server uses on the user's behalf (the key itself is never shown).
+  key the server uses on the user's behalf (the key itself is never shown). Rows are
+  only those of DAGs the user may read (the batch's ``airflow_dag_id`` metadata);
+  batches without it only for users who may read every DAG.
 
 Batches are read live through ``OpenAIBatchHook.get_batch`` with the task's
-connection; when that fails the page says why and shows what the task recorded last.
+connection, if the user may read that connection; otherwise, or when the read fails,
+the page says why and shows what the task recorded last.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import secrets
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,14 +52,16 @@ from airflow_batch_provider.plugins.task_source import (
     read_landed_manifest,
     read_task_refs,
 )
-from airflow_batch_provider.plugins.view_model import batch_view, browser_href, totals
+from airflow_batch_provider.plugins.view_model import META_DAG_ID, batch_view, browser_href, totals
 
 #: Seconds a page waits for the service before showing what the task recorded.
 LIVE_READ_TIMEOUT = 12.0
 #: Batches of one task read live per page view; the rest show their recorded state.
 MAX_LIVE_READS = 100
-#: Batches looked at per page of the list when a status filter hides some.
+#: Batches looked at per page of the list when a filter hides some.
 LIST_MAX_SCAN = 500
+#: Batches asked for per request when a filter hides some.
+LIST_CHUNK = 100
 _ACTIVE_TI_STATES = {None, "scheduled", "queued", "running", "deferred", "up_for_retry", "up_for_reschedule"}
 
 # Live reads run here, so a page can stop waiting for a slow service (the SDK's own
@@ -104,6 +110,39 @@ def _may_read_connection(user: Any, conn_id: str | None) -> bool:
     return get_auth_manager().is_authorized_connection(
         method="GET", details=ConnectionDetails(conn_id=conn_id), user=user
     )
+
+
+@dataclass(frozen=True)
+class DagAccess:
+    """The DAGs a user may read: ``every`` one, or those in ``dag_ids``."""
+
+    every: bool
+    dag_ids: frozenset[str]
+
+    def may_see(self, metadata: Mapping[str, Any] | None) -> bool:
+        """Whether a batch with this metadata may be shown (its DAG readable, or the user reads all)."""
+        if self.every:
+            return True
+        dag_id = (metadata or {}).get(META_DAG_ID)
+        return isinstance(dag_id, str) and dag_id in self.dag_ids
+
+
+def dag_access(user: Any, session: Any) -> DagAccess:
+    """The DAGs ``user`` may read, as the auth manager says.
+
+    "Every DAG" needs both: access to DAGs in general (no details), and each DAG in the
+    database authorized one by one (an auth manager scoping by team or DAG says yes to the
+    former). Only then are batches of no DAG, or of a DAG unknown here, shown.
+    """
+    from airflow.models.dag import DagModel
+    from sqlalchemy import select
+
+    manager = get_auth_manager()
+    allowed = frozenset(manager.get_authorized_dag_ids(user=user, method="GET", session=session))
+    every = manager.is_authorized_dag(method="GET", user=user) and allowed >= set(
+        session.scalars(select(DagModel.dag_id))
+    )
+    return DagAccess(every=every, dag_ids=allowed)
 
 
 def _connection(user: GetUserDep, conn_id: Annotated[str, Query(max_length=250)] = DEFAULT_CONN_ID) -> str:
@@ -189,9 +228,11 @@ def _read_live(hook: OpenAIBatchHook, batch_ids: list[str]) -> dict[str, Any]:
     return out
 
 
-def _console_url(hook: OpenAIBatchHook, refs: TaskRefs, batch_id: str) -> str | None:
+def _console_url(hook: OpenAIBatchHook | None, refs: TaskRefs, batch_id: str) -> str | None:
     if refs.console_urls.get(batch_id):
         return refs.console_urls[batch_id]
+    if hook is None:
+        return None
     try:
         return hook.batch_console_url(batch_id)
     except Exception:  # a broken link never breaks the page
@@ -216,8 +257,13 @@ def _apply_landed_manifest(refs: TaskRefs, manifest: Mapping[str, Any]) -> list[
     return [dict(row) for row in manifest.get("landed") or () if isinstance(row, Mapping)]
 
 
-def task_view(dag_id: str, run_id: str, task_id: str, map_index: int, session: Any) -> dict[str, Any]:
-    """The data of the task-instance tab (also the ``/api/ti`` answer)."""
+def task_view(
+    dag_id: str, run_id: str, task_id: str, map_index: int, session: Any, *, user: Any
+) -> dict[str, Any]:
+    """The data of the task-instance tab (also the ``/api/ti`` answer).
+
+    :param user: the viewing user: batches are read live only through a connection they may read.
+    """
     refs = read_task_refs(session, dag_id, run_id, task_id, map_index)
     if refs is None and " " in run_id:
         # Airflow 3.1's UI puts the run id into the tab's URL without encoding it, so the
@@ -234,24 +280,33 @@ def task_view(dag_id: str, run_id: str, task_id: str, map_index: int, session: A
     landed: list[dict[str, Any]] = []
     if refs.manifest_uri:
         try:
-            landed = _apply_landed_manifest(refs, read_landed_manifest(refs.manifest_uri))
+            landed = _apply_landed_manifest(refs, read_landed_manifest(refs.manifest_uri, refs.destination))
         except ValueError as err:
             notices.append(f"Landed files unknown: {err}.")
     conn_id = refs.conn_id or DEFAULT_CONN_ID
     now = time.time()
     views: list[dict[str, Any]] = []
     if refs.batch_ids:
-        hook = UIBatchHook(conn_id=conn_id)
+        hook: OpenAIBatchHook | None = None
         live: dict[str, Any] = {}
-        try:
-            hook.get_conn()  # reads the connection once, before the reads share it
-            live = _read_live(hook, refs.batch_ids[:MAX_LIVE_READS])
-        except Exception as err:
-            notices.append(f"Connection {conn_id!r} cannot be used here: {_message(err, hook)}")
-        if len(refs.batch_ids) > MAX_LIVE_READS:
+        if not _may_read_connection(user, conn_id):
+            # The connection comes from XCom, which users may write: never use a key the viewer may not.
             notices.append(
-                f"Only the first {MAX_LIVE_READS} batches are read live; the others show their last state."
+                f"Reading batches live needs read access to connection {conn_id!r}; "
+                "showing the state the task recorded last."
             )
+        else:
+            hook = UIBatchHook(conn_id=conn_id)
+            try:
+                hook.get_conn()  # reads the connection once, before the reads share it
+                live = _read_live(hook, refs.batch_ids[:MAX_LIVE_READS])
+            except Exception as err:
+                notices.append(f"Connection {conn_id!r} cannot be used here: {_message(err, hook)}")
+            if len(refs.batch_ids) > MAX_LIVE_READS:
+                notices.append(
+                    f"Only the first {MAX_LIVE_READS} batches are read live; "
+                    "the others show their last state."
+                )
         for bid in refs.batch_ids:
             rows = [row for row in landed if row.get("batch_id") == bid]
             console, shard = _console_url(hook, refs, bid), refs.shards.get(bid)
@@ -272,7 +327,8 @@ def task_view(dag_id: str, run_id: str, task_id: str, map_index: int, session: A
                 )
             else:
                 notices.append(f"Batch {bid}: {result}")
-        _close(hook)
+        if hook is not None:
+            _close(hook)
     fetch = None
     if refs.fetch is not None:
         fetch = dict(refs.fetch)
@@ -317,6 +373,7 @@ def health() -> dict[str, str]:
 
 @app.get("/api/ti", dependencies=_TI_ACCESS)
 def task_instance_json(
+    user: GetUserDep,
     session: Annotated[Any, Depends(_session)],
     dag_id: str,
     run_id: str,
@@ -324,12 +381,14 @@ def task_instance_json(
     map_index: Annotated[int, Depends(_map_index)],
 ) -> JSONResponse:
     return JSONResponse(
-        task_view(dag_id, run_id, task_id, map_index, session), headers={"Cache-Control": "no-store"}
+        task_view(dag_id, run_id, task_id, map_index, session, user=user),
+        headers={"Cache-Control": "no-store"},
     )
 
 
 @app.get("/ti", dependencies=_TI_ACCESS, response_class=HTMLResponse)
 def task_instance_page(
+    user: GetUserDep,
     session: Annotated[Any, Depends(_session)],
     dag_id: str,
     run_id: str,
@@ -337,7 +396,9 @@ def task_instance_page(
     map_index: Annotated[int, Depends(_map_index)],
 ) -> HTMLResponse:
     nonce = _nonce()
-    return _html(pages.task_page(task_view(dag_id, run_id, task_id, map_index, session), nonce=nonce), nonce)
+    return _html(
+        pages.task_page(task_view(dag_id, run_id, task_id, map_index, session, user=user), nonce=nonce), nonce
+    )
 
 
 # ---- the Batches page ---------------------------------------------------------------------
@@ -351,12 +412,16 @@ def _status_matches(status: str, wanted: str) -> bool:
     return status == wanted
 
 
-def list_view(conn_id: str, *, status: str = "", after: str | None = None, limit: int = 20) -> dict[str, Any]:
+def list_view(
+    conn_id: str, access: DagAccess, *, status: str = "", after: str | None = None, limit: int = 20
+) -> dict[str, Any]:
     """One page of a connection's batches, newest first (also the ``/api/batches`` answer).
 
-    Without a filter this is one request of ``limit``; with one, pages of 100 are read
-    until ``limit`` batches match or :data:`LIST_MAX_SCAN` were looked at. ``next_after``
-    continues after the last batch looked at.
+    Only batches ``access`` lets the user see are kept. Without a status filter, for a user
+    who may read every DAG, this is one request of ``limit``; otherwise pages of 100 are
+    read until ``limit`` batches match or :data:`LIST_MAX_SCAN` were looked at.
+    ``next_after`` continues after the last batch looked at; when that batch is one the user
+    may not see, it is sealed (:func:`seal_cursor`), so not even its id is shown.
     """
     view: dict[str, Any] = {
         "conn_id": conn_id,
@@ -370,14 +435,15 @@ def list_view(conn_id: str, *, status: str = "", after: str | None = None, limit
         "error": None,
         "refresh": pages.REFRESH_SECONDS,
     }
+    start = open_cursor(after)
     hook = UIBatchHook(conn_id=conn_id)
     now = time.time()
     try:
         client = hook.get_conn()
-        cursor, more = after, True
+        cursor, more = start, True
         rows: list[Any] = []
         while more and len(rows) < limit and view["scanned"] < LIST_MAX_SCAN:
-            kwargs: dict[str, Any] = {"limit": 100 if status else limit}
+            kwargs: dict[str, Any] = {"limit": LIST_CHUNK if status or not access.every else limit}
             if cursor:
                 kwargs["after"] = cursor
             page = client.batches.list(**kwargs)
@@ -386,14 +452,16 @@ def list_view(conn_id: str, *, status: str = "", after: str | None = None, limit
             for index, batch in enumerate(data):
                 view["scanned"] += 1
                 cursor = batch.id
-                if _status_matches(batch.status, status):
+                if _status_matches(batch.status, status) and access.may_see(batch.metadata):
                     rows.append(batch)
                 if len(rows) >= limit:
                     more = more or index < len(data) - 1
                     break
             if not data:
                 more = False
-        view["has_more"], view["next_after"] = more, cursor if more else None
+        shown = access.every or any(b.id == cursor for b in rows)
+        view["has_more"] = more
+        view["next_after"] = (cursor if shown else seal_cursor(cursor)) if more and cursor else None
         view["batches"] = [
             batch_view(summarize_batch(b), now=now, console_url=_console_url_of(hook, b.id)) for b in rows
         ]
@@ -402,6 +470,42 @@ def list_view(conn_id: str, *, status: str = "", after: str | None = None, limit
     finally:
         _close(hook)
     return view
+
+
+_SEALED = "c1."
+
+
+def _cursor_key() -> Any:
+    """A Fernet key derived from ``[api_auth] jwt_secret``, which every api-server worker shares."""
+    import base64
+    import hashlib
+
+    from airflow.configuration import conf
+    from cryptography.fernet import Fernet
+
+    secret = conf.get("api_auth", "jwt_secret", fallback="") or ""
+    digest = hashlib.sha256(b"openai-batch-ui-cursor:" + secret.encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(digest))
+
+
+def seal_cursor(batch_id: str) -> str:
+    """A paging cursor that does not show the batch id it holds (a batch the user may not see)."""
+    return _SEALED + _cursor_key().encrypt(batch_id.encode()).decode()
+
+
+def open_cursor(after: str | None) -> str | None:
+    """The batch id of an ``after`` parameter, sealed or not.
+
+    :raises HTTPException: 400 for a sealed cursor this server did not make.
+    """
+    if not after or not after.startswith(_SEALED):
+        return after
+    from cryptography.fernet import InvalidToken
+
+    try:
+        return str(_cursor_key().decrypt(after[len(_SEALED) :].encode()).decode())
+    except (InvalidToken, ValueError):
+        raise HTTPException(400, "The 'after' cursor is not valid here; start from the first page") from None
 
 
 def _console_url_of(hook: OpenAIBatchHook, batch_id: str) -> str | None:
@@ -416,7 +520,7 @@ def _conn_choices(session: Any, user: Any) -> list[str]:
 
 
 StatusQuery = Annotated[str, Query(max_length=20, pattern=r"^[a-z_]*$")]
-AfterQuery = Annotated[str | None, Query(max_length=200)]
+AfterQuery = Annotated[str | None, Query(max_length=300)]
 LimitQuery = Annotated[int, Query(ge=1, le=100)]
 
 
@@ -430,8 +534,9 @@ def batches_json(
     limit: LimitQuery = 20,
 ) -> JSONResponse:
     choices = _conn_choices(session, user)
+    access = dag_access(user, session)
     session.close()
-    view = list_view(conn_id, status=status, after=after, limit=limit)
+    view = list_view(conn_id, access, status=status, after=after, limit=limit)
     view["conn_ids"] = choices
     return JSONResponse(view, headers={"Cache-Control": "no-store"})
 
@@ -447,8 +552,9 @@ def batches_page(
     limit: LimitQuery = 20,
 ) -> HTMLResponse:
     choices = _conn_choices(session, user)
+    access = dag_access(user, session)
     session.close()
-    view = list_view(conn_id, status=status, after=after, limit=limit)
+    view = list_view(conn_id, access, status=status, after=after, limit=limit)
     view["conn_ids"] = choices
     root = request.scope.get("root_path", "")
     nonce = _nonce()

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from airflow_batch_provider.batch_status import BatchStatus
-from airflow_batch_provider.plugins.view_model import format_duration
+from airflow_batch_provider.plugins.view_model import format_duration, seconds_of
 
 #: Seconds between refreshes of a page whose batches may still change.
 REFRESH_SECONDS = 10
@@ -64,12 +64,15 @@ def timestamp(value: Any) -> str:
     """A unix time as ``<time>`` (UTC text; the page's script shows it in local time)."""
     if value is None:
         return ""
+    seconds = seconds_of(value)
     try:
-        seconds = float(value)
-    except (TypeError, ValueError):
+        when = time.gmtime(seconds) if seconds is not None else None
+    except (OverflowError, OSError, ValueError):  # out of the platform's range: a bad server's value
+        when = None
+    if when is None:
         return e(value)
-    iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-    text = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+    iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", when)
+    text = time.strftime("%Y-%m-%d %H:%M:%S UTC", when)
     return f'<time datetime="{iso}">{text}</time>'
 
 

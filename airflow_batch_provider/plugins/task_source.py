@@ -12,6 +12,11 @@ Runs in the api-server, against Airflow's database. Which XComs hold what:
 The task's connection is the submit manifest's ``conn_id``, else the rendered
 ``conn_id`` template field (known while the task still waits), else the landed
 manifest's, else ``openai_default``.
+
+XComs can be written by users through Airflow's API, so nothing read from them is trusted
+to choose what the server reads: a landed manifest is read only under the task's rendered
+``destination`` (written by the task run itself), and the app reads batches live only
+through a connection the viewing user may read.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class TaskRefs:
     shards: dict[str, dict[str, Any]] = field(default_factory=dict)
     fetch: dict[str, Any] | None = None
     manifest_uri: str | None = None
+    destination: str | None = None
 
 
 def _text(value: Any) -> str | None:
@@ -73,8 +79,10 @@ def merge_ids(*groups: Iterable[str]) -> list[str]:
     return list(seen)
 
 
-def refs_from_xcoms(refs: TaskRefs, xcoms: Mapping[str, Any], rendered_conn_id: Any = None) -> TaskRefs:
-    """Fill ``refs`` from the task's XCom values (by key) and its rendered ``conn_id``."""
+def refs_from_xcoms(
+    refs: TaskRefs, xcoms: Mapping[str, Any], rendered_conn_id: Any = None, rendered_destination: Any = None
+) -> TaskRefs:
+    """Fill ``refs`` from the task's XCom values (by key) and its rendered ``conn_id`` and ``destination``."""
     returned = xcoms.get(RETURN_VALUE)
     returned = returned if isinstance(returned, Mapping) else {}
     pushed = _ids(xcoms.get(BATCH_IDS_XCOM_KEY))
@@ -94,6 +102,7 @@ def refs_from_xcoms(refs: TaskRefs, xcoms: Mapping[str, Any], rendered_conn_id: 
             k: returned.get(k) for k in ("manifest_uri", "results_uri", "destination", "counts", "total")
         }
     refs.manifest_uri = _text(xcoms.get(LANDED_MANIFEST_XCOM_KEY)) or _text(returned.get("manifest_uri"))
+    refs.destination = _text(rendered_destination)
     return refs
 
 
@@ -131,8 +140,8 @@ def read_task_refs(session: Any, dag_id: str, run_id: str, task_id: str, map_ind
             RTIF.dag_id == dag_id, RTIF.run_id == run_id, RTIF.task_id == task_id, RTIF.map_index == map_index
         )
     )
-    conn_id = rendered.get("conn_id") if isinstance(rendered, Mapping) else None
-    return refs_from_xcoms(refs, xcoms, conn_id)
+    rendered = rendered if isinstance(rendered, Mapping) else {}
+    return refs_from_xcoms(refs, xcoms, rendered.get("conn_id"), rendered.get("destination"))
 
 
 def mapped_instances(session: Any, dag_id: str, run_id: str, task_id: str) -> int:
@@ -148,17 +157,47 @@ def mapped_instances(session: Any, dag_id: str, run_id: str, task_id: str) -> in
     return int(count or 0)
 
 
-def read_landed_manifest(uri: str, *, max_bytes: int = MAX_MANIFEST_BYTES) -> dict[str, Any]:
-    """Read a fetch's ``manifest.json`` (only a file of that name, at most ``max_bytes``).
+def manifest_path(uri: str, destination: str | None) -> Any:
+    """The ``ObjectStoragePath`` of a landed manifest, if ``uri`` lies under ``destination``.
 
+    Both are compared as written (scheme, bucket or host, path), after dropping a storage
+    connection given as user info; ``.`` and ``..`` segments are refused, not resolved. The
+    path is built from ``destination``, so it keeps the destination's storage connection.
+
+    :param uri: the manifest URI the task's XCom names.
+    :param destination: the task's rendered ``destination``.
+    :raises ValueError: with a message for the page, when ``uri`` is not read.
+    """
+    from airflow_batch_provider.storage import as_object_storage_path, strip_userinfo
+
+    if not uri.endswith("/" + MANIFEST_NAME):
+        raise ValueError(f"{uri} is not a {MANIFEST_NAME}; not read")
+    if not destination:
+        raise ValueError("the task has no recorded destination, so no manifest is read")
+    try:
+        base = as_object_storage_path(destination)
+        wanted = strip_userinfo(str(as_object_storage_path(uri)))
+    except Exception as err:
+        raise ValueError(f"{uri} is not a storage URL the server can read ({type(err).__name__})") from None
+    prefix = strip_userinfo(str(base)).rstrip("/") + "/"
+    relative = wanted[len(prefix) :] if wanted.startswith(prefix) else ""
+    if not relative or any(part in ("", ".", "..") for part in relative.split("/")):
+        raise ValueError(f"{uri} is outside the task's destination {destination}; not read")
+    return base / relative
+
+
+def read_landed_manifest(
+    uri: str, destination: str | None, *, max_bytes: int = MAX_MANIFEST_BYTES
+) -> dict[str, Any]:
+    """Read a fetch's ``manifest.json`` (only a file of that name, under ``destination``, at most
+    ``max_bytes``).
+
+    :param uri: the manifest URI the task's XCom names.
+    :param destination: the task's rendered ``destination`` (see :func:`manifest_path`).
     :raises ValueError: with a message for the page, when it cannot be read.
     """
-    from airflow_batch_provider.storage import as_object_storage_path
-
-    if not uri.rstrip("/").endswith("/" + MANIFEST_NAME) and uri != MANIFEST_NAME:
-        raise ValueError(f"{uri} is not a {MANIFEST_NAME}; not read")
+    path = manifest_path(uri, destination)
     try:
-        path = as_object_storage_path(uri)
         with path.open("rb") as handle:
             data = handle.read(max_bytes + 1)
     except Exception as err:  # any storage error: the page still shows the batches

@@ -8,6 +8,7 @@ holds nothing secret: batch fields, token counts, URIs without credentials.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -50,22 +51,33 @@ def progress(counts: Mapping[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def seconds_of(value: Any) -> float | None:
+    """A server's timestamp as a float, or ``None`` if it is not a finite number (a bad server's value)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def durations(timings: Mapping[str, Any]) -> dict[str, float]:
     """Seconds spent validating, running, finalizing and in all, from the batch's timestamps."""
-    created = timings.get("created_at")
-    started = timings.get("in_progress_at")
-    finalizing = timings.get("finalizing_at")
-    ended = next((timings[k] for k in _END_KEYS if timings.get(k) is not None), None)
+    created = seconds_of(timings.get("created_at"))
+    started = seconds_of(timings.get("in_progress_at"))
+    finalizing = seconds_of(timings.get("finalizing_at"))
+    ended = next((t for t in (seconds_of(timings.get(k)) for k in _END_KEYS) if t is not None), None)
     out: dict[str, float] = {}
     if created is not None and started is not None:
-        out["validating"] = max(float(started) - float(created), 0.0)
+        out["validating"] = max(started - created, 0.0)
     run_end = finalizing if finalizing is not None else ended
     if started is not None and run_end is not None:
-        out["running"] = max(float(run_end) - float(started), 0.0)
+        out["running"] = max(run_end - started, 0.0)
     if finalizing is not None and ended is not None:
-        out["finalizing"] = max(float(ended) - float(finalizing), 0.0)
+        out["finalizing"] = max(ended - finalizing, 0.0)
     if created is not None and ended is not None:
-        out["total"] = max(float(ended) - float(created), 0.0)
+        out["total"] = max(ended - created, 0.0)
     return out
 
 
@@ -77,7 +89,7 @@ def estimate_eta(
     :return: ``{"seconds": float | None, "finish_at": float | None, "text": str, "warning": str | None}``;
         ``seconds`` is ``None`` when there is no basis for an estimate yet.
     """
-    expires_at = timings.get("expires_at")
+    expires_at = seconds_of(timings.get("expires_at"))
     result: dict[str, Any] = {"seconds": None, "finish_at": None, "text": "", "warning": None}
     if BatchStatus.is_terminal(status):
         result.update(seconds=0.0, text="finished")
@@ -91,13 +103,13 @@ def estimate_eta(
     else:
         bar = progress(counts)
         done = bar["completed"] + bar["failed"]
-        started = timings.get("in_progress_at")
-        elapsed = now - float(started) if started is not None else 0.0
+        started = seconds_of(timings.get("in_progress_at"))
+        elapsed = now - started if started is not None else 0.0
         if done and bar["total"] and elapsed > 0:
             seconds = (bar["total"] - done) * elapsed / done
             result.update(seconds=round(seconds, 1), finish_at=round(now + seconds, 1))
             result["text"] = f"about {format_duration(seconds)} left at the current rate"
-            if expires_at is not None and now + seconds > float(expires_at):
+            if expires_at is not None and now + seconds > expires_at:
                 result["warning"] = "at this rate the batch expires before every request has run"
         else:
             result["text"] = "no request finished yet; no estimate"

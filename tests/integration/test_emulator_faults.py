@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -107,5 +108,28 @@ def test_a_batch_runs_through_random_faults():
 
 
 def test_faults_api_validates_input(batch_emulator):
-    response = httpx.post(f"{batch_emulator.root_url}/_emulator/faults", json={"routes": {"nope": {}}})
+    response = httpx.post(
+        f"{batch_emulator.root_url}/_emulator/faults",
+        json={"routes": {"nope": {}}},
+        headers=batch_emulator.control_headers(),
+    )
     assert response.status_code == 400 and "unknown routes" in response.json()["error"]["message"]
+
+
+def test_control_routes_need_the_key_and_a_json_body(batch_emulator):
+    url = f"{batch_emulator.root_url}/_emulator/faults"
+    rule = {"routes": {"*": {"error_500": 1.0}}}
+    key = batch_emulator.control_headers()
+
+    assert httpx.post(url, json=rule).status_code == 401
+    assert httpx.post(url, json=rule, headers={"Authorization": "Bearer sk-wrong"}).status_code == 401
+    # What a cross-site HTML form can send: refused even with the key.
+    form = httpx.post(url, data={"routes": "x"}, headers=key)
+    assert form.status_code == 415 and "application/json" in form.json()["error"]["message"]
+    plain = httpx.post(url, content=json.dumps(rule), headers={**key, "Content-Type": "text/plain"})
+    assert plain.status_code == 415
+    assert httpx.get(url).json()["routes"] == {}  # nothing changed; reading needs no key
+
+    assert httpx.post(url, json=rule, headers=key).status_code == 200
+    assert httpx.get(url).json()["routes"] != {}
+    assert httpx.get(f"{batch_emulator.root_url}/_emulator/stats").status_code == 200

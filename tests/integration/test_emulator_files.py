@@ -82,6 +82,25 @@ def test_upload_rules(batch_emulator):
     assert response.status_code == 400 and response.json()["error"]["param"] == "file"
 
 
+def test_upload_form_fields_are_capped(batch_emulator):
+    fields = {f"junk{i}": "x" * 60_000 for i in range(3000)}
+    response = httpx.post(
+        f"{batch_emulator.base_url}/files",
+        headers={"Authorization": f"Bearer {batch_emulator.api_key}"},
+        data={"purpose": "batch", **fields},
+        files={"file": ("in.jsonl", b"{}\n")},
+    )
+    assert response.status_code == 400
+    assert "Too many form fields: 3002; an upload takes at most 8" in response.json()["error"]["message"]
+    assert list(batch_emulator.data_dir.joinpath("tmp").iterdir()) == []
+    # Every field the Files API knows still fits.
+    client = batch_emulator.client(max_retries=0)
+    made = client.files.create(
+        file=("in.jsonl", b"{}\n"), purpose="batch", expires_after={"anchor": "created_at", "seconds": 3600}
+    )
+    assert made.expires_at == made.created_at + 3600
+
+
 def test_upload_size_cap():
     with running_emulator(max_upload_bytes=1000) as emulator:
         client = emulator.client(max_retries=0)

@@ -75,3 +75,37 @@ def test_stale_pid_file_is_not_a_running_service(tmp_path: Path) -> None:
     assert stack.pid("scheduler") is None
     stack.pid_file("triggerer").write_text("garbage")
     assert stack.pid("triggerer") is None
+
+
+def test_every_process_listens_on_127_0_0_1_only(tmp_path: Path) -> None:
+    """Airflow's own CLI parser and configuration read what ``make airflow`` runs: the api-server
+    on 127.0.0.1, the scheduler's health check on 127.0.0.1, no log servers (they bind 0.0.0.0)."""
+    import subprocess
+
+    from airflow.cli.cli_parser import get_parser
+
+    parser = get_parser()
+    for name in devstack.AIRFLOW_SERVICES:
+        argv = devstack.service_argv(name, 8080)
+        assert argv[:3] == [sys.executable, "-m", "airflow"]
+        args = parser.parse_args(argv[3:])
+        if name == "api-server":
+            assert args.host == "127.0.0.1" and args.port == 8080
+        if name in ("scheduler", "triggerer"):
+            assert args.skip_serve_logs is True
+
+    stack = devstack.Stack(tmp_path)
+    stack.home.mkdir(parents=True)
+    env = stack.environment(8080, "http://127.0.0.1:1/v1", "sk-emulator")
+    script = (
+        "from airflow.configuration import conf; "
+        "print(conf.get('api', 'host'), conf.get('scheduler', 'scheduler_health_check_server_host'), "
+        "conf.get('api', 'base_url'), conf.get('core', 'execution_api_server_url'))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [
+        "127.0.0.1",
+        "127.0.0.1",
+        "http://127.0.0.1:8080",
+        "http://127.0.0.1:8080/execution/",
+    ]

@@ -9,6 +9,7 @@ state from the emulator over HTTP.
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from importlib.metadata import entry_points
@@ -74,16 +75,18 @@ BAD_INPUT_DAG = """
 """
 
 
+SIMPLE = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+ALLOW_LIST = "tests.integration._allow_list_auth.DagAllowListAuthManager"
+
+
 @pytest.fixture
-def auth(airflow_db, monkeypatch):
-    """Airflow's SimpleAuthManager (no all-admins shortcut) and tokens for an admin and a viewer."""
+def auth(airflow_db, monkeypatch, request):
+    """Airflow's SimpleAuthManager (no all-admins shortcut; or the class given as the fixture's
+    parameter) and tokens for an admin and a viewer."""
     from airflow.api_fastapi import app as api_app
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
-    monkeypatch.setenv(
-        "AIRFLOW__CORE__AUTH_MANAGER",
-        "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-    )
+    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", getattr(request, "param", SIMPLE))
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
     monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "plugin-test-jwt-secret-" + "x" * 64)
     api_app.purge_cached_app()  # forget any auth manager made under another configuration
@@ -426,3 +429,136 @@ def test_auth_is_airflows_own(dag_env, client, auth):
     assert client.get(f"{PREFIX}/health").json() == {"status": "ok"}
     icon = client.get(f"{PREFIX}/static/icon.svg")
     assert icon.status_code == 200 and "<svg" in icon.text
+
+
+def _give_to_team(dag_id: str, team: str) -> None:
+    """Put ``dag_id`` in a DAG bundle owned by ``team`` (Airflow's multi-team model), as a
+    deployment with one bundle per team has it."""
+    from airflow.models.dag import DagModel
+    from airflow.models.dagbundle import DagBundleModel
+    from airflow.models.team import Team
+    from airflow.utils.session import create_session
+    from sqlalchemy import update
+
+    with create_session() as session:
+        bundle = DagBundleModel(name=f"bundle-{team}")
+        bundle.teams.append(Team(name=team))
+        session.add(bundle)
+        session.flush()
+        session.execute(update(DagModel).where(DagModel.dag_id == dag_id).values(bundle_name=bundle.name))
+
+
+@pytest.mark.parametrize("auth", [SIMPLE, ALLOW_LIST], ids=["teams", "allow_list"], indirect=True)
+def test_a_user_who_may_read_dag_a_sees_nothing_of_dag_b(dag_env, client, auth, monkeypatch):
+    """alice (OP: she may read the connection) may read DAG A, not DAG B: by team with
+    SimpleAuthManager (DAG bundles owned by teams), or by the allow-list manager. No route
+    shows her DAG B's batches, nor batches of no DAG."""
+    import uuid
+
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    from airflow_batch_provider.plugins import app as plugin_app
+    from tests.integration._allow_list_auth import DagAllowListAuthManager
+
+    by_team = not isinstance(auth["manager"], DagAllowListAuthManager)
+    if by_team and "teams" not in inspect.signature(SimpleAuthManagerUser).parameters:
+        pytest.skip("this Airflow's SimpleAuthManager has no teams; the allow_list case covers it")
+    tag = uuid.uuid4().hex[:8]
+    dag_a, dag_b = f"ui_team_a_{tag}", f"ui_team_b_{tag}"
+    run_a = _submit(dag_env, dag_a, _request_lines(1))
+    run_b = _submit(dag_env, dag_b, _request_lines(2))
+    [batch_a], [batch_b] = (dag_env.xcom(r, "submit")["batch_ids"] for r in (run_a, run_b))
+    [untagged] = _make_batches(dag_env.emulator, 1)  # newest: no Airflow identity in its metadata
+    if by_team:
+        _give_to_team(dag_a, f"a{tag}")
+        _give_to_team(dag_b, f"b{tag}")
+        user = SimpleAuthManagerUser(username="alice", role="OP", teams=[f"a{tag}"])
+    else:
+        monkeypatch.setitem(DagAllowListAuthManager.allowed, "alice", {dag_a})
+        user = SimpleAuthManagerUser(username="alice", role="OP")
+    alice = _as(auth["manager"].generate_jwt(user))
+    admin = _as(auth["admin"])
+
+    everything = client.get(f"{PREFIX}/api/batches", headers=admin).json()
+    assert [b["id"] for b in everything["batches"]] == [untagged, batch_b, batch_a]
+
+    hidden = (batch_b, dag_b, untagged, run_b.run_id)
+    listing = client.get(f"{PREFIX}/api/batches", headers=alice)
+    assert listing.status_code == 200 and [b["id"] for b in listing.json()["batches"]] == [batch_a]
+    one = client.get(f"{PREFIX}/api/batches", params={"limit": 1}, headers=alice).json()
+    assert [b["id"] for b in one["batches"]] == [batch_a]  # found past the newer hidden ones
+    done = client.get(f"{PREFIX}/api/batches", params={"status": "completed"}, headers=alice).json()
+    assert [b["id"] for b in done["batches"]] == [batch_a]
+    # Paging past hidden batches: the cursor is sealed, not the hidden batch's id.
+    scan, chunk = plugin_app.LIST_MAX_SCAN, plugin_app.LIST_CHUNK
+    monkeypatch.setattr(plugin_app, "LIST_MAX_SCAN", 1)  # one batch per request and per page
+    monkeypatch.setattr(plugin_app, "LIST_CHUNK", 1)
+    first = client.get(f"{PREFIX}/api/batches", params={"limit": 1}, headers=alice)
+    assert first.json()["batches"] == [] and first.json()["has_more"] is True
+    sealed = first.json()["next_after"]
+    assert sealed.startswith("c1.") and untagged not in first.text
+    second = client.get(f"{PREFIX}/api/batches", params={"limit": 1, "after": sealed}, headers=alice).json()
+    assert second["batches"] == [] and second["next_after"].startswith("c1.")  # batch_b: hidden too
+    third = client.get(
+        f"{PREFIX}/api/batches", params={"limit": 1, "after": second["next_after"]}, headers=alice
+    ).json()
+    assert [b["id"] for b in third["batches"]] == [batch_a]
+    forged = client.get(f"{PREFIX}/api/batches", params={"after": "c1.forged"}, headers=alice)
+    assert forged.status_code == 400
+    monkeypatch.setattr(plugin_app, "LIST_MAX_SCAN", scan)
+    monkeypatch.setattr(plugin_app, "LIST_CHUNK", chunk)
+    page = client.get(f"{PREFIX}/batches", headers=alice)
+    assert page.status_code == 200 and batch_a in page.text
+    for response in (listing, page):
+        for value in hidden:
+            assert value not in response.text
+
+    for path in ("/api/ti", "/ti"):
+        assert client.get(f"{PREFIX}{path}", params=_ti(run_b, "submit"), headers=alice).status_code == 403
+        mine = client.get(f"{PREFIX}{path}", params=_ti(run_a, "submit"), headers=alice)
+        assert mine.status_code == 200 and batch_a in mine.text
+        for value in hidden:
+            assert value not in mine.text
+
+
+def test_task_tab_reads_live_only_through_a_connection_the_user_may_read(dag_env, client, auth):
+    dr = _submit(dag_env, "ui_conn_access", _request_lines(2))
+    params = _ti(dr, "submit")
+
+    viewer = client.get(f"{PREFIX}/api/ti", params=params, headers=_as(auth["viewer"])).json()
+
+    [batch] = viewer["batches"]
+    assert batch["source"] == "xcom" and batch["status"] == "completed"  # what the task recorded
+    assert any("needs read access to connection 'openai_default'" in n for n in viewer["notices"])
+    assert batch["read_error"] == "not read live"  # the connection's key was not used
+    page = client.get(f"{PREFIX}/ti", params=params, headers=_as(auth["viewer"])).text
+    assert "showing the state the task recorded last" in page
+    admin = client.get(f"{PREFIX}/api/ti", params=params, headers=_as(auth["admin"])).json()
+    assert admin["batches"][0]["source"] == "live"
+
+
+def test_task_tab_reads_a_manifest_only_under_the_tasks_destination(dag_env, client, auth):
+    from airflow.models.xcom import XComModel
+
+    from airflow_batch_provider.links import LANDED_MANIFEST_XCOM_KEY
+
+    src, dest = dag_env.data / "planted_in.jsonl", dag_env.data / "landed"
+    src.write_text(_request_lines(1))
+    dag = dag_env.write_dag(
+        "ui_planted", FETCH_DAG.format(dag_id="ui_planted", path=str(src), dest=f"file://{dest}/")
+    )
+    dr = dag_env.run(dag)
+    assert dag_env.states(dr) == {"submit": "success", "fetch": "success"}
+    planted = dag_env.data / "elsewhere" / "manifest.json"
+    planted.parent.mkdir()
+    planted.write_text(json.dumps({"batch_ids": ["batch_planted"], "conn_id": "openai_other"}))
+    # A user who may write XComs points the tab at another manifest.
+    XComModel.set(
+        LANDED_MANIFEST_XCOM_KEY, f"file://{planted}", dag_id=dr.dag_id, task_id="fetch", run_id=dr.run_id
+    )
+
+    view = client.get(f"{PREFIX}/api/ti", params=_ti(dr, "fetch"), headers=_as(auth["admin"])).json()
+
+    assert "batch_planted" not in view["batch_ids"] and view["conn_id"] == "openai_default"
+    assert any("outside the task's destination" in n for n in view["notices"])
+    assert [b["source"] for b in view["batches"]] == ["live"]

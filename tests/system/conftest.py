@@ -12,7 +12,10 @@ the end), and one Airflow deployment whose ``openai_*`` connections point at the
   to watch the deferred task, run another task in the only executor slot, kill the
   triggerer or restart the emulator while it waits;
 - ``openai_expiring`` -> ``expiring``: a 3-second completion window at 8 requests/s, so a
-  40-request batch expires about half done.
+  40-request batch expires about half done;
+- ``openai_azure`` and ``openai_entra`` -> ``drill`` through its Azure OpenAI routes, with an
+  Azure-shaped key (32 hex characters) and an Entra ID token (a JWT): secrets the redactor
+  cannot find by an ``sk-`` shape (the secrets drill runs one batch through each).
 
 The baseline is the fault-free run of the drill DAG; every drill lands the same input
 and must land the same results.
@@ -20,8 +23,10 @@ and must land the same results.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import secrets
 import signal
 import time
 import uuid
@@ -52,13 +57,34 @@ CONNECTIONS = {
     "openai_drill": "drill",
     "openai_slow": "slow",
     "openai_expiring": "expiring",
+    "openai_azure": "drill",
+    "openai_entra": "drill",
 }
+AZURE_API_VERSION = "2024-10-21"
 
 
 @pytest.fixture(scope="session")
 def secret_key() -> str:
     """The API key of every connection: distinctive, so a leak anywhere is found by grep."""
     return f"sk-SECRET-DRILL-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="session")
+def azure_key() -> str:
+    """An Azure OpenAI key: 32 hex characters, nothing to recognise it by."""
+    return secrets.token_hex(16)
+
+
+@pytest.fixture(scope="session")
+def entra_token() -> str:
+    """An Entra ID access token's shape: a JWT (header.payload.signature, base64url)."""
+
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    header = part({"typ": "JWT", "alg": "RS256"})
+    payload = part({"aud": "https://cognitiveservices.azure.com", "oid": str(uuid.uuid4())})
+    return f"{header}.{payload}.{secrets.token_urlsafe(48)}"
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +97,9 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 @pytest.fixture(scope="session")
-def emulators(system_root: Path, secret_key: str) -> Iterator[dict[str, EmulatorHandle]]:
+def emulators(
+    system_root: Path, secret_key: str, azure_key: str, entra_token: str
+) -> Iterator[dict[str, EmulatorHandle]]:
     # A SIGTERM (CI timeout, `timeout`) unwinds like Ctrl-C: the fixtures' teardown ends
     # every process this session started.
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -82,7 +110,8 @@ def emulators(system_root: Path, secret_key: str) -> Iterator[dict[str, Emulator
                 running_emulator(
                     mode="subprocess",
                     data_dir=system_root / "emulators" / name,
-                    api_key=secret_key,  # the only key they accept
+                    api_key=secret_key,  # the only key they accept (drill: the Azure ones too)
+                    api_keys=[secret_key, azure_key, entra_token] if name == "drill" else [secret_key],
                     startup_timeout=60,
                     **options,
                 )
@@ -106,12 +135,21 @@ def _dags_folder(root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def stack(system_root: Path, emulators: dict[str, EmulatorHandle], secret_key: str) -> Iterator[AirflowStack]:
+def stack(
+    system_root: Path,
+    emulators: dict[str, EmulatorHandle],
+    secret_key: str,
+    azure_key: str,
+    entra_token: str,
+) -> Iterator[AirflowStack]:
     """Airflow 3 (api-server, scheduler, dag-processor, triggerer; LocalExecutor with ONE slot)."""
-    connections = {
+    connections: dict[str, dict[str, Any]] = {
         conn_id: {"conn_type": "openai", "host": emulators[name].base_url, "password": secret_key}
         for conn_id, name in CONNECTIONS.items()
     }
+    azure = {"azure_endpoint": emulators["drill"].root_url, "api_version": AZURE_API_VERSION}
+    connections["openai_azure"] = {"conn_type": "openai", "password": azure_key, "extra": azure}
+    connections["openai_entra"] = {"conn_type": "openai", "extra": {**azure, "azure_ad_token": entra_token}}
     lineage = system_root / "openlineage"
     lineage.mkdir()
     airflow = AirflowStack(

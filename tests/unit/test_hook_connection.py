@@ -249,3 +249,38 @@ def test_provider_manager_registers_the_form():
     assert "extra__openai__organization" in widgets
     assert "extra__openai__api_version" in widgets
     assert manager.field_behaviours["openai"]["relabeling"]["password"] == "API Key"
+
+
+AZURE_KEY = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"  # Azure OpenAI keys: 32 hex characters
+ENTRA_TOKEN = (  # an Entra ID access token: a JWT
+    "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL2NvZ25pdGl2ZXNlcnZpY2VzLmF6dXJlLmNvbSJ9."
+    "c2lnbmF0dXJlLXBhcnQtMDEyMzQ1Njc4OQ"
+)
+
+
+def test_redact_masks_an_azure_key_and_an_entra_token_of_the_connection(openai_connection):
+    keyed = OpenAIBatchHook(
+        openai_connection(
+            "openai_azure_key",
+            password=AZURE_KEY,
+            extra={"azure_endpoint": "https://r.openai.azure.com", "api_version": "2024-10-21"},
+        )
+    ).settings
+    entra = OpenAIBatchHook(
+        openai_connection(
+            "openai_azure_entra",
+            password=AZURE_KEY,  # left in the password while the token is used: still a secret
+            extra={
+                "azure_endpoint": "https://r.openai.azure.com",
+                "api_version": "2024-10-21",
+                "azure_ad_token": ENTRA_TOKEN,
+            },
+        )
+    ).settings
+    text = f"key {AZURE_KEY}, api-key={AZURE_KEY}; token {ENTRA_TOKEN}, Authorization: Bearer {ENTRA_TOKEN}"
+    for settings in (keyed, entra):
+        out = redact(text, settings.secrets)
+        assert AZURE_KEY not in out and ENTRA_TOKEN not in out, out
+        assert AZURE_KEY[8:24] not in out and ENTRA_TOKEN.split(".")[1] not in out, out
+    # A token's shape is masked even where the connection is not known (a trigger's error text).
+    assert ENTRA_TOKEN.split(".")[1] not in redact(f"token {ENTRA_TOKEN}")

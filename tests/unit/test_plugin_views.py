@@ -235,3 +235,49 @@ def test_progress_bar_markup_carries_the_counts():
     assert 'data-completed="3" data-failed="2" data-total="5"' in html
     assert 'style="width:60.0%"' in html and 'style="width:40.0%"' in html
     assert 'aria-label="3 completed, 2 failed of 5 requests"' in html
+
+
+@pytest.mark.parametrize("stamp", [10**20, -(10**20), 1e308, "soon", True])
+def test_a_server_timestamp_out_of_range_renders_instead_of_failing(stamp):
+    view = batch_view(
+        _batch(created_at=stamp, in_progress_at=stamp, expires_at=stamp, completed_at=stamp), now=NOW
+    )
+    task = {"dag_id": "d", "run_id": "r", "task_id": "t", "map_index": -1, "state": "running"}
+    html_task = pages.task_page(
+        {"task_instance": task, "conn_id": "c", "batches": [view], "totals": totals([view]), "notices": []},
+        nonce="n",
+    )
+    html_list = pages.list_page(
+        {"conn_id": "c", "status": "", "batches": [view]},
+        nonce="n",
+        page_url="/openai-batch/batches",
+        airflow_base="",
+        tab_route="openai-batch",
+    )
+    assert "batch_1" in html_task and "batch_1" in html_list
+    assert pages.timestamp(stamp) == pages.e(stamp)  # shown as the server sent it
+    assert pages.timestamp(-5).startswith('<time datetime="1969-12-31T23:59:55Z">')
+
+
+def test_a_manifest_is_read_only_under_the_tasks_destination(tmp_path):
+    from airflow_batch_provider.plugins.task_source import manifest_path, read_landed_manifest
+
+    dest = tmp_path / "landed"
+    (dest / "sub").mkdir(parents=True)
+    (tmp_path / "manifest.json").write_text('{"batch_ids": ["planted"]}')
+    (dest / "manifest.json").write_text('{"batch_ids": ["b1"]}')
+    assert read_landed_manifest(f"file://{dest}/manifest.json", f"file://{dest}/") == {"batch_ids": ["b1"]}
+    assert str(manifest_path(f"{dest}/sub/manifest.json", str(dest))).endswith("/landed/sub/manifest.json")
+    assert str(manifest_path("s3://bkt/out/manifest.json", "s3://aws_minio@bkt/out/")) == (
+        "s3://aws_minio@bkt/out/manifest.json"  # read with the destination's storage connection
+    )
+    for uri, destination in (
+        (f"file://{tmp_path}/manifest.json", f"file://{dest}/"),  # outside
+        (f"file://{dest}/../manifest.json", f"file://{dest}"),  # climbs out
+        (f"file://{dest}2/manifest.json", str(dest)),  # a sibling sharing the prefix
+        ("s3://other/out/manifest.json", "s3://bkt/out"),  # another bucket
+        (f"file://{dest}/manifest.json", None),  # no recorded destination
+        (f"file://{dest}/other.json", str(dest)),  # not a manifest
+    ):
+        with pytest.raises(ValueError, match="not read|no recorded destination"):
+            read_landed_manifest(uri, destination)
