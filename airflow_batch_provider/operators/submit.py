@@ -25,12 +25,14 @@ except ImportError:  # Airflow < 3.2
     from airflow.configuration import conf  # type: ignore[no-redef,assignment]
 
 from airflow_batch_provider.batch_file import (
+    MAX_LINE_BYTES,
     ShardInfo,
     ShardLimits,
     build_request_lines,
     iter_lines,
     iter_shard_lines,
     plan_shards,
+    plural,
     validate_file,
 )
 from airflow_batch_provider.batch_status import BatchStatus, summarize_batch
@@ -230,11 +232,13 @@ class OpenAIBatchSubmitOperator(BaseOperator):
                 limits=_NO_FILE_LIMIT,
                 # Azure OpenAI also takes its unversioned urls (/chat/completions); OpenAI does not.
                 allow_unversioned_urls=hook.settings.azure,
+                # A line must fit one shard; longer ones are reported, never held whole in memory.
+                max_line_bytes=min(MAX_LINE_BYTES, limits.max_bytes),
             )
             if not report.ok:
                 raise BatchFileError(
                     f"The batch input is invalid, so nothing was uploaded or created "
-                    f"({report.problem_count} problem(s)); fix these lines:\n{report.format()}",
+                    f"({plural(report.problem_count, 'problem')}); fix these lines:\n{report.format()}",
                     report=report,
                 )
             # The canonical endpoint is the identity (fingerprint, manifest); the batch is created
