@@ -45,7 +45,7 @@ from airflow_batch_provider.exceptions import (
     BatchProviderError,
     BatchTimeoutError,
 )
-from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
+from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook, is_transient_error
 from airflow_batch_provider.idempotency import (
     Identity,
     batch_metadata,
@@ -487,7 +487,10 @@ class OpenAIBatchSubmitOperator(BaseOperator):
                 return _error_event("auth", str(err), latest)
             except BatchNotFoundError as err:
                 return _error_event("not_found", str(err), latest)
-            except Exception as err:  # transient: the hook already retried with backoff
+            except Exception as err:
+                if not is_transient_error(err):  # a 400 or a bug: polling again will not fix it
+                    raise
+                # Transient: the hook already retried with backoff; tolerate a few more rounds.
                 errors += 1
                 self.log.warning("Polling failed (%d/%d): %s", errors, self.max_transient_errors, err)
                 if errors > self.max_transient_errors:
