@@ -285,9 +285,9 @@ class ValidationReport:
             raise BatchFileError(self.format(), report=self)
 
 
-def plural(count: int, word: str) -> str:
-    """``1 request``, ``2 requests``, ``1,000 bytes``."""
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 request``, ``2 requests``, ``1,000 bytes``; ``many``: the plural if not ``word + "s"``."""
+    return f"{count:,} {word if count == 1 else many or word + 's'}"
 
 
 def _ranges(lines: list[int], limit: int = 8) -> str:
