@@ -2,15 +2,19 @@
 
 Pure: no Airflow, no HTTP. Every function takes lines as ``bytes`` (normally from
 :func:`iter_lines`) so a 200 MB file is read once, line by line, and memory does not
-grow with its size; the one exception is the set of custom_ids the validator keeps to
-find duplicates (about 120 bytes per request; long ids are stored as 16-byte digests).
+grow with its size: :func:`validate_file` stops buffering a line past
+:data:`MAX_LINE_BYTES` (``line_too_long``), and the custom_ids kept to find duplicates
+move to a temporary on-disk index (stdlib ``sqlite3``, as the results join does) past
+:data:`MAX_IDS_IN_MEMORY` ids.
 
 Rules the validator applies; each problem has a stable ``code`` (message templates in
 :data:`PROBLEM_MESSAGES`):
 
 - ``invalid_utf8``: the line is not UTF-8.
 - ``invalid_json_line``: not JSON, NaN/Infinity (rejected although ``json.loads``
-  accepts them), or data after the object.
+  accepts them), data after the object, or nested too deeply to parse.
+- ``line_too_long``: longer than :data:`MAX_LINE_BYTES` (or the batch byte limit, if
+  lower); the line is counted and hashed but never parsed nor kept whole in memory.
 - ``blank_line``: an empty or whitespace-only line. A file may end with one newline;
   a blank line anywhere else (the end included) is an error, because the service
   parses every line as a request.
@@ -35,8 +39,11 @@ Unknown top-level keys are allowed (the service's behaviour is not documented).
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import os
+import sqlite3
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Literal, Protocol
@@ -56,6 +63,8 @@ __all__ = [
     "EMBEDDINGS_ENDPOINT",
     "MAX_BYTES",
     "MAX_EMBEDDING_INPUTS",
+    "MAX_IDS_IN_MEMORY",
+    "MAX_LINE_BYTES",
     "MAX_REQUESTS",
     "ChatTemplate",
     "EmbeddingTemplate",
@@ -73,6 +82,7 @@ __all__ = [
     "iter_shard_lines",
     "normalize_endpoint",
     "plan_shards",
+    "plural",
     "validate_file",
     "validate_lines",
 ]
@@ -101,6 +111,12 @@ _EMBEDDINGS_URLS = (EMBEDDINGS_ENDPOINT, EMBEDDINGS_ENDPOINT.removeprefix("/v1")
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
 MAX_EMBEDDING_INPUTS = 50_000
+#: Longest request line the validator parses. Larger lines are reported (``line_too_long``)
+#: without being held in memory: parsing one costs about twice its size. OpenAI documents
+#: at most 50 MB of images per request; send larger inputs as file ids or URLs.
+MAX_LINE_BYTES = 48 * 1024 * 1024
+#: custom_ids the duplicate check keeps in memory before moving them to a temporary file.
+MAX_IDS_IN_MEMORY = 100_000
 
 _ENDPOINT_LIST = ", ".join(sorted(BATCH_ENDPOINTS))
 
@@ -246,17 +262,17 @@ class ValidationReport:
 
     def summary(self) -> str:
         name = self.source or "<lines>"
-        size = f"{self.request_count:,} requests, {self.byte_count:,} bytes"
+        size = f"{plural(self.request_count, 'request')}, {plural(self.byte_count, 'byte')}"
         if self.ok:
             spelled = f" (spelled {self.url})" if self.url and self.url != self.endpoint else ""
             return f"{name}: valid: {size}, endpoint {self.endpoint}{spelled}, model {self.model}"
         shown = f" (showing {len(self.problems)})" if self.truncated else ""
-        plural = "" if self.problem_count == 1 else "s"
-        return f"{name}: invalid: {self.problem_count:,} problem{plural}{shown} in {size}"
+        return f"{name}: invalid: {plural(self.problem_count, 'problem')}{shown} in {size}"
 
     def format(self) -> str:
-        """Human-readable lines, one per problem, then the summary."""
-        return "\n".join([p.format() for p in self.problems] + [self.summary()])
+        """Human-readable lines, then the summary. The same problem on several lines is one
+        line of text (``lines 1-200: ...``); :meth:`to_dict` keeps one entry per problem."""
+        return "\n".join([*_group(self.problems), self.summary()])
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -267,6 +283,45 @@ class ValidationReport:
         """:raises BatchFileError: with the formatted report when the file is invalid."""
         if not self.ok:
             raise BatchFileError(self.format(), report=self)
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 request``, ``2 requests``, ``1,000 bytes``; ``many``: the plural if not ``word + "s"``."""
+    return f"{count:,} {word if count == 1 else many or word + 's'}"
+
+
+def _ranges(lines: list[int], limit: int = 8) -> str:
+    """``lines 1-200, 305`` (at most ``limit`` ranges, then a count)."""
+    spans: list[list[int]] = []
+    for n in lines:
+        if spans and n <= spans[-1][1] + 1:
+            spans[-1][1] = max(spans[-1][1], n)
+        else:
+            spans.append([n, n])
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans[:limit])
+    if len(spans) > limit:
+        text += f", ... ({len(lines):,} lines in all)"
+    return ("line " if len(lines) == 1 else "lines ") + text
+
+
+def _group(problems: list[Problem]) -> list[str]:
+    """One text line per distinct (code, message), naming every line it occurs on."""
+    groups: dict[tuple[str, str], list[Problem]] = {}
+    for problem in problems:
+        if problem.line is not None:
+            groups.setdefault((problem.code, problem.message), []).append(problem)
+    out: list[str] = []
+    for (code, message), members in groups.items():
+        if len(members) == 1:
+            out.append(members[0].format())
+            continue
+        text = f"{_ranges(sorted({p.line for p in members if p.line is not None}))}: {message}"
+        ids = [p.custom_id for p in members if p.custom_id is not None]
+        if ids and "custom_id" not in code:
+            more = f" and {len(ids) - 1:,} more" if len(ids) > 1 else ""
+            text += f" (custom_id {_quote(ids[0])}{more})"
+        out.append(text)
+    return out + [p.format() for p in problems if p.line is None]
 
 
 @dataclass(frozen=True)
@@ -334,6 +389,128 @@ def iter_lines(fileobj: _Readable | IO[bytes], chunk_size: int = 1 << 20) -> Ite
         yield b"".join(pending)
 
 
+class _Overlong:
+    """A piece of a line longer than the cap: hashed and counted by the validator, never joined."""
+
+    __slots__ = ("data", "last")
+
+    def __init__(self, data: bytes | bytearray, last: bool) -> None:
+        self.data, self.last = data, last
+
+
+def _iter_capped_lines(
+    fileobj: _Readable | IO[bytes], chunk_size: int, cap: int
+) -> Iterator[bytes | bytearray | _Overlong]:
+    """:func:`iter_lines`, except that a line spanning chunks is never buffered past ``cap``
+    bytes: it comes as :class:`_Overlong` pieces (one chunk each) instead.
+
+    A line spanning chunks is assembled in a ``bytearray`` (no join copy); the consumer may
+    ``clear()`` it once read, so it is not kept alive while the next one is parsed.
+    """
+    buf: bytearray | None = None  # a line that spans chunks, while under the cap
+    overlong = False  # discarding the rest of a line past the cap
+    while chunk := fileobj.read(chunk_size):
+        if not isinstance(chunk, bytes):
+            raise TypeError("iter_lines needs a file opened in binary mode ('rb')")
+        if buf is not None or overlong:
+            newline = chunk.find(b"\n")
+            end = len(chunk) if newline < 0 else newline + 1
+            head, chunk = chunk[:end], chunk[end:]
+            if not overlong and buf is not None and len(buf) + len(head) - (newline >= 0) > cap:
+                yield _Overlong(buf, last=False)
+                buf, overlong = None, True
+            if overlong:
+                yield _Overlong(head, last=newline >= 0)
+                overlong = newline < 0
+            else:
+                assert buf is not None
+                buf += head
+                if newline >= 0:
+                    yield buf
+                    buf = None
+            if newline < 0:
+                continue
+        parts = chunk.split(b"\n")
+        last = parts.pop()
+        for part in parts:
+            yield part + b"\n"
+        if last:
+            buf = bytearray(last)
+    if overlong:
+        yield _Overlong(b"", last=True)
+    elif buf is not None:
+        yield buf
+
+
+class _CustomIds:
+    """custom_id -> first line, exact: in memory up to a bound, then in a temporary sqlite file.
+
+    :meth:`add` returns the duplicates it can name now as ``(line, custom_id, first line)``;
+    once ids live on disk, a repeat's first line is known only at the next :meth:`flush`.
+    """
+
+    def __init__(self, max_ids: int | None = None, max_bytes: int = 16 * 1024 * 1024) -> None:
+        self.max_ids = MAX_IDS_IN_MEMORY if max_ids is None else max_ids
+        self.max_bytes = max_bytes
+        self.first: dict[str, int] = {}  # ids since the last flush
+        self.repeats: list[tuple[int, str]] = []  # repeats whose first line may be on disk
+        self.size = 0
+        self.db: sqlite3.Connection | None = None
+        self.tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def add(self, cid: str, line: int) -> list[tuple[int, str, int]]:
+        first = self.first.setdefault(cid, line)
+        self.size += len(cid) + 100  # the id and its dict entry, roughly
+        found: list[tuple[int, str, int]] = []
+        if first != line:
+            if self.db is None:
+                found.append((line, cid, first))
+            else:
+                self.repeats.append((line, cid))
+        if len(self.first) + len(self.repeats) >= self.max_ids or self.size >= self.max_bytes:
+            found += self.flush()
+        return found
+
+    def flush(self) -> list[tuple[int, str, int]]:
+        """Move the ids in memory to disk; return the duplicates found against earlier ones."""
+        if not self.first:
+            return []
+        if self.db is None:
+            self.tmp = tempfile.TemporaryDirectory(prefix="batch-validate-")
+            self.db = sqlite3.connect(os.path.join(self.tmp.name, "ids.sqlite"), isolation_level=None)
+            for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-8000", "temp_store=FILE"):
+                self.db.execute(f"PRAGMA {pragma}")
+            self.db.executescript(
+                "CREATE TABLE ids(id BLOB PRIMARY KEY, line INT) WITHOUT ROWID;"
+                "CREATE TABLE batch(id BLOB, line INT);"
+            )
+        db = self.db
+        # Blobs: a custom_id may hold lone surrogates ("\\ud800"), which TEXT cannot bind.
+        db.executemany(
+            "INSERT INTO batch VALUES (?,?)",
+            ((cid.encode("utf-8", "surrogatepass"), line) for cid, line in self.first.items()),
+        )
+        found = [
+            (line, blob.decode("utf-8", "surrogatepass"), first)
+            for line, blob, first in db.execute(
+                "SELECT b.line, b.id, i.line FROM batch b JOIN ids i ON i.id = b.id"
+            )
+        ]
+        db.execute("INSERT OR IGNORE INTO ids SELECT id, line FROM batch")
+        db.execute("DELETE FROM batch")
+        for line, cid in self.repeats:  # ids now holds every first line
+            row = db.execute("SELECT line FROM ids WHERE id=?", (cid.encode("utf-8", "surrogatepass"),))
+            found.append((line, cid, row.fetchone()[0]))
+        self.first, self.repeats, self.size = {}, [], 0
+        return found
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+        if self.tmp is not None:
+            self.tmp.cleanup()
+
+
 class _NonFinite(ValueError):
     pass
 
@@ -350,7 +527,10 @@ def _quote(value: object, limit: int = 80) -> str:
     """A value from a line as JSON, shortened; ``None`` (absent or null) as ``missing``."""
     if value is None:
         return "missing"
-    text = json.dumps(value, ensure_ascii=False, default=repr)
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    except RecursionError:  # a value nested near the parser's own limit
+        return f"a deeply nested {_kind(value)}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -360,7 +540,12 @@ def _kind(value: object) -> str:
     )
 
 
-def _json_problem(text: str, error: ValueError) -> str:
+def _json_problem(text: str, error: ValueError | RecursionError) -> str:
+    if isinstance(error, RecursionError):
+        return (
+            "the JSON is nested too deeply to parse (thousands of levels of arrays or objects): "
+            "a request line is a flat object with a body of a few levels"
+        )
     if isinstance(error, _NonFinite):
         return (
             f"{error} is not valid JSON: write null or a number (json.dumps(..., allow_nan=False) catches it)"
@@ -370,7 +555,19 @@ def _json_problem(text: str, error: ValueError) -> str:
     if isinstance(error, json.JSONDecodeError):
         # The text still ends in its newline, so an error at the end of the line would be
         # reported on "line 2, column 1": count columns within this line only.
-        column = min(error.pos, len(text.rstrip("\r\n"))) + 1
+        end = len(text.rstrip("\r\n"))
+        column = min(error.pos, end) + 1
+        truncated = error.pos >= end or error.msg.startswith("Unterminated string")
+        if truncated and (error.msg.startswith("Unterminated string") or "control character" in error.msg):
+            return (
+                "unterminated string: the line ends inside a string (was it cut short?); "
+                "close the string and the object, or escape newlines as \\n"
+            )
+        if truncated:
+            return (
+                f"the JSON object is not closed ({error.msg} at column {column}, the end of the line): "
+                "was the line cut short? Close it: each line must be one complete JSON object"
+            )
         if error.msg == "Extra data":
             return (
                 f"unexpected data after the JSON object at column {column}: "
@@ -388,6 +585,8 @@ def _json_problem(text: str, error: ValueError) -> str:
 PROBLEM_MESSAGES: dict[str, str] = {
     "invalid_utf8": "byte 0x{byte:02x} at offset {offset} is not UTF-8: save the file as UTF-8",
     "invalid_json_line": "{detail}",
+    "line_too_long": "the line is {size:,} bytes, more than the {limit:,}-byte limit for one request line: "
+    "shorten it (send large inputs as file ids or URLs)",
     "blank_line": "blank line: remove it (every line must be a request)",
     "not_an_object": "the line is a JSON {kind}, not an object: write "
     '{{"custom_id": ..., "method": "POST", "url": ..., "body": {{...}}}}',
@@ -423,6 +622,7 @@ def validate_lines(
     limits: ShardLimits | None = None,
     max_problems: int | None = 100,
     allow_unversioned_urls: bool = False,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> ValidationReport:
     """Check a batch input stream against every rule of the module docstring.
 
@@ -438,6 +638,8 @@ def validate_lines(
     :param max_problems: line problems kept in the report (``None``: all); the total is always counted.
     :param allow_unversioned_urls: also accept Azure OpenAI's spelling (``/chat/completions``,
         :data:`UNVERSIONED_ENDPOINTS`); every line must still use one identical url string.
+    :param max_line_bytes: longest line parsed (the batch byte limit too, if lower); a longer one
+        is ``line_too_long``.
     :raises ValueError: if ``endpoint`` is not a batch endpoint.
     """
     limits = limits or ShardLimits()
@@ -450,120 +652,166 @@ def validate_lines(
     expected, origin = endpoint0, "the declared endpoint"
     url0: str | None = None
     url0_origin = ""
-    problems: list[Problem] = []
-    dropped = 0
+    kept: list[tuple[int, int, Problem]] = []  # (-line, -seq, problem): a max-heap when bounded
+    seq = dropped = 0
 
     def add(line: int, code: str, custom_id: str | None = None, **fields: Any) -> None:
-        nonlocal dropped
-        if max_problems is None or len(problems) < max_problems:
-            problems.append(Problem(line, code, PROBLEM_MESSAGES[code].format(**fields), custom_id))
+        # Duplicates found after a spill to disk arrive late: keep the first lines, not the first found.
+        nonlocal seq, dropped
+        seq += 1
+        if max_problems is None:
+            kept.append((-line, -seq, Problem(line, code, PROBLEM_MESSAGES[code].format(**fields), custom_id)))
+        elif len(kept) < max_problems:
+            entry = (-line, -seq, Problem(line, code, PROBLEM_MESSAGES[code].format(**fields), custom_id))
+            heapq.heappush(kept, entry)
         else:
             dropped += 1
+            if kept and -line > kept[0][0]:
+                entry = (-line, -seq, Problem(line, code, PROBLEM_MESSAGES[code].format(**fields), custom_id))
+                heapq.heapreplace(kept, entry)
+
+    def add_duplicates(found: list[tuple[int, str, int]]) -> None:
+        for line, cid, first in found:
+            add(line, "duplicate_custom_id", cid, value=_quote(cid), first=first)
 
     # Hot loop: one decode and one json parse per line, plain dict checks, locals only.
     digest = hashlib.sha256()
     update = digest.update
-    seen: dict[str | bytes, int] = {}
-    blake2b = hashlib.blake2b
+    ids = _CustomIds()
     decode = _DECODE
+    cap = min(max_line_bytes, limits.max_bytes)
     model0: str | None = None
     model0_line = line_no = byte_count = requests = embedding_inputs = 0
     needs_newline = False
     empty_line = 0  # a b"" item: fine only as the very last one (a trailing newline)
-    for raw in lines:
-        line_no += 1
-        if needs_newline:
-            update(b"\n")
-            byte_count += 1
-        update(raw)
-        byte_count += len(raw)
-        needs_newline = not raw.endswith(b"\n")
-        if empty_line:
-            add(empty_line, "blank_line")
-            empty_line = 0
-        if not raw:
-            empty_line = line_no
-            continue
-        if raw.isspace():
-            add(line_no, "blank_line")
-            continue
-        requests += 1
-        try:
-            text = raw.decode()
-        except UnicodeDecodeError as error:
-            add(line_no, "invalid_utf8", byte=raw[error.start], offset=error.start)
-            continue
-        try:
-            obj = decode(text)
-        except ValueError as error:
-            add(line_no, "invalid_json_line", detail=_json_problem(text, error))
-            continue
-        if type(obj) is not dict:
-            add(line_no, "not_an_object", kind=_kind(obj))
-            continue
-        cid = obj.get("custom_id")
-        if type(cid) is str and cid:
-            key = cid if len(cid) <= 16 else blake2b(cid.encode(), digest_size=16).digest()
-            first = seen.setdefault(key, line_no)
-            if first != line_no:
-                add(line_no, "duplicate_custom_id", cid, value=_quote(cid), first=first)
-        else:
-            code = (
-                "missing_custom_id"
-                if cid is None
-                else "empty_custom_id"
-                if cid == ""
-                else "invalid_custom_id"
-            )
-            add(line_no, code, value=_quote(cid))
-            cid = None
-        method = obj.get("method")
-        if method != "POST":
-            add(line_no, "invalid_method", cid, value=_quote(method))
-        url = obj.get("url")
-        canonical = endpoint0
-        if url != url0 or url is None:  # only a line unlike the first valid one costs more
-            canonical = urls.get(url) if type(url) is str else None
-            if canonical is None:
-                add(
-                    line_no,
-                    "invalid_url",
-                    cid,
-                    value=_quote(url),
-                    **_invalid_url(url, allow_unversioned_urls),
-                )
-            elif endpoint0 is not None and canonical != endpoint0:
-                add(line_no, "url_mismatch", cid, value=_quote(url), expected=expected, origin=origin)
-            elif url0 is None:
-                url0, url0_origin, endpoint0 = url, f"line {line_no}", canonical
-                if expected is None:
-                    expected, origin = url, url0_origin
-            else:  # the same endpoint spelled another way: the service compares strings
-                add(line_no, "url_mismatch", cid, value=_quote(url), expected=url0, origin=url0_origin)
-        body = obj.get("body")
-        if type(body) is not dict:
-            add(line_no, "missing_body" if body is None else "invalid_body", cid, kind=_kind(body))
-            continue
-        model = body.get("model")
-        if model != model0 or model is None:
-            if model is None or model == "":
-                add(line_no, "missing_model", cid)
-            elif type(model) is not str:
-                add(line_no, "invalid_model", cid, value=_quote(model))
-            elif model0 is None:
-                model0, model0_line = model, line_no
+    overlong = -1  # bytes so far of a line past the cap, while its pieces arrive
+    try:
+        for raw in lines:
+            if type(raw) is _Overlong:
+                if overlong < 0:  # its first piece: a new line
+                    line_no += 1
+                    overlong = 0
+                    requests += 1
+                    if needs_newline:
+                        update(b"\n")
+                        byte_count += 1
+                        needs_newline = False
+                    if empty_line:
+                        add(empty_line, "blank_line")
+                        empty_line = 0
+                data = raw.data
+                update(data)
+                byte_count += len(data)
+                overlong += len(data)
+                if raw.last:
+                    needs_newline = not data.endswith(b"\n")
+                    size = overlong - (1 if data.endswith(b"\n") else 0)
+                    add(line_no, "line_too_long", size=size, limit=cap)
+                    overlong = -1
+                continue
+            line_no += 1
+            if needs_newline:
+                update(b"\n")
+                byte_count += 1
+            update(raw)
+            size = len(raw)
+            byte_count += size
+            needs_newline = not raw.endswith(b"\n")
+            if empty_line:
+                add(empty_line, "blank_line")
+                empty_line = 0
+            if not raw:
+                empty_line = line_no
+                continue
+            if size > cap and size - (not needs_newline) > cap:
+                requests += 1
+                add(line_no, "line_too_long", size=size - (not needs_newline), limit=cap)
+                continue
+            if raw.isspace():
+                add(line_no, "blank_line")
+                continue
+            requests += 1
+            try:
+                text = raw.decode()
+            except UnicodeDecodeError as error:
+                add(line_no, "invalid_utf8", byte=raw[error.start], offset=error.start)
+                continue
+            if type(raw) is bytearray:  # a long line assembled for us: free it before parsing
+                raw.clear()
+            try:
+                obj = decode(text)
+            except (ValueError, RecursionError) as error:
+                add(line_no, "invalid_json_line", detail=_json_problem(text, error))
+                continue
+            if type(obj) is not dict:
+                add(line_no, "not_an_object", kind=_kind(obj))
+                continue
+            cid = obj.get("custom_id")
+            if type(cid) is str and cid:
+                if found := ids.add(cid, line_no):
+                    add_duplicates(found)
             else:
-                add(
-                    line_no,
-                    "model_mismatch",
-                    cid,
-                    value=_quote(model),
-                    expected=_quote(model0),
-                    first=model0_line,
+                code = (
+                    "missing_custom_id"
+                    if cid is None
+                    else "empty_custom_id"
+                    if cid == ""
+                    else "invalid_custom_id"
                 )
-        if canonical == EMBEDDINGS_ENDPOINT:
-            embedding_inputs += count_embedding_inputs(body.get("input"))
-    # A b"" item still pending here was the last one: a trailing newline, not a blank line.
+                add(line_no, code, value=_quote(cid))
+                cid = None
+            method = obj.get("method")
+            if method != "POST":
+                add(line_no, "invalid_method", cid, value=_quote(method))
+            url = obj.get("url")
+            canonical = endpoint0
+            if url != url0 or url is None:  # only a line unlike the first valid one costs more
+                canonical = urls.get(url) if type(url) is str else None
+                if canonical is None:
+                    add(
+                        line_no,
+                        "invalid_url",
+                        cid,
+                        value=_quote(url),
+                        **_invalid_url(url, allow_unversioned_urls),
+                    )
+                elif endpoint0 is not None and canonical != endpoint0:
+                    add(line_no, "url_mismatch", cid, value=_quote(url), expected=expected, origin=origin)
+                elif url0 is None:
+                    url0, url0_origin, endpoint0 = url, f"line {line_no}", canonical
+                    if expected is None:
+                        expected, origin = url, url0_origin
+                else:  # the same endpoint spelled another way: the service compares strings
+                    add(line_no, "url_mismatch", cid, value=_quote(url), expected=url0, origin=url0_origin)
+            body = obj.get("body")
+            if type(body) is not dict:
+                add(line_no, "missing_body" if body is None else "invalid_body", cid, kind=_kind(body))
+                continue
+            model = body.get("model")
+            if model != model0 or model is None:
+                if model is None or model == "":
+                    add(line_no, "missing_model", cid)
+                elif type(model) is not str:
+                    add(line_no, "invalid_model", cid, value=_quote(model))
+                elif model0 is None:
+                    model0, model0_line = model, line_no
+                else:
+                    add(
+                        line_no,
+                        "model_mismatch",
+                        cid,
+                        value=_quote(model),
+                        expected=_quote(model0),
+                        first=model0_line,
+                    )
+            if canonical == EMBEDDINGS_ENDPOINT:
+                embedding_inputs += count_embedding_inputs(body.get("input"))
+        if ids.db is not None:  # ids went to disk: the last repeats are known only now
+            add_duplicates(ids.flush())
+        # A b"" item still pending here was the last one: a trailing newline, not a blank line.
+    finally:
+        ids.close()
+    problems = [entry[2] for entry in sorted(kept, key=lambda e: (-e[0], -e[1]))]
 
     file_problems = [
         Problem(None, code, PROBLEM_MESSAGES[code].format(count=count, limit=limit))
@@ -603,21 +851,27 @@ def validate_file(
     max_problems: int | None = 100,
     chunk_size: int = 1 << 20,
     allow_unversioned_urls: bool = False,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> ValidationReport:
     """Validate a file by streaming it; see :func:`validate_lines`.
+
+    Memory stays flat whatever the file holds: a line longer than ``max_line_bytes`` (or
+    the batch byte limit, if lower) is read on in chunks and reported, never held whole.
 
     :param path: a local path (str or ``os.PathLike``) or anything with ``.open("rb")``
         (``ObjectStoragePath``).
     :raises OSError: if the file cannot be read.
     """
+    cap = min(max_line_bytes, (limits or ShardLimits()).max_bytes)
     with _open_binary(path) as fileobj:
         return validate_lines(
-            iter_lines(fileobj, chunk_size),
+            _iter_capped_lines(fileobj, chunk_size, cap),  # type: ignore[arg-type]
             endpoint=endpoint,
             source=str(path),
             limits=limits,
             max_problems=max_problems,
             allow_unversioned_urls=allow_unversioned_urls,
+            max_line_bytes=max_line_bytes,
         )
 
 
@@ -629,7 +883,7 @@ def _line_inputs(raw: bytes, line_no: int) -> int:
         if obj.get("url") not in _EMBEDDINGS_URLS:  # validated lines: either spelling
             return 0
         return count_embedding_inputs(obj["body"].get("input"))
-    except (ValueError, AttributeError, KeyError, TypeError) as error:
+    except (ValueError, AttributeError, KeyError, TypeError, RecursionError) as error:
         raise BatchFileError(
             f"line {line_no} is not a valid request line ({error}): validate the file first"
         ) from error

@@ -120,6 +120,16 @@ def _is_transient(err: BaseException) -> bool:
     return False
 
 
+def is_transient_error(err: BaseException) -> bool:
+    """Whether a failed call may succeed if simply made again: a network error, 408, 409, 429
+    (not ``insufficient_quota``) or 5xx, raised by the SDK or by this hook once its own
+    retries ran out (a :class:`BatchServiceError` caused by one). Anything else (a 400, a
+    programming error) is not: waiting longer will not fix it."""
+    if isinstance(err, BatchServiceError):
+        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+    return isinstance(err, openai.OpenAIError) and _is_transient(err)
+
+
 def _retry_delay(err: BaseException, attempt: int) -> float:
     """Seconds before the next attempt: the server's Retry-After if it gave one, else backoff."""
     response = getattr(err, "response", None)

@@ -25,12 +25,14 @@ except ImportError:  # Airflow < 3.2
     from airflow.configuration import conf  # type: ignore[no-redef,assignment]
 
 from airflow_batch_provider.batch_file import (
+    MAX_LINE_BYTES,
     ShardInfo,
     ShardLimits,
     build_request_lines,
     iter_lines,
     iter_shard_lines,
     plan_shards,
+    plural,
     validate_file,
 )
 from airflow_batch_provider.batch_status import BatchStatus, summarize_batch
@@ -43,7 +45,7 @@ from airflow_batch_provider.exceptions import (
     BatchProviderError,
     BatchTimeoutError,
 )
-from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
+from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook, is_transient_error
 from airflow_batch_provider.idempotency import (
     Identity,
     batch_metadata,
@@ -230,11 +232,13 @@ class OpenAIBatchSubmitOperator(BaseOperator):
                 limits=_NO_FILE_LIMIT,
                 # Azure OpenAI also takes its unversioned urls (/chat/completions); OpenAI does not.
                 allow_unversioned_urls=hook.settings.azure,
+                # A line must fit one shard; longer ones are reported, never held whole in memory.
+                max_line_bytes=min(MAX_LINE_BYTES, limits.max_bytes),
             )
             if not report.ok:
                 raise BatchFileError(
                     f"The batch input is invalid, so nothing was uploaded or created "
-                    f"({report.problem_count} problem(s)); fix these lines:\n{report.format()}",
+                    f"({plural(report.problem_count, 'problem')}); fix these lines:\n{report.format()}",
                     report=report,
                 )
             # The canonical endpoint is the identity (fingerprint, manifest); the batch is created
@@ -489,7 +493,10 @@ class OpenAIBatchSubmitOperator(BaseOperator):
                 return _error_event("auth", str(err), latest)
             except BatchNotFoundError as err:
                 return _error_event("not_found", str(err), latest)
-            except Exception as err:  # transient: the hook already retried with backoff
+            except Exception as err:
+                if not is_transient_error(err):  # a 400 or a bug: polling again will not fix it
+                    raise
+                # Transient: the hook already retried with backoff; tolerate a few more rounds.
                 errors += 1
                 self.log.warning("Polling failed (%d/%d): %s", errors, self.max_transient_errors, err)
                 if errors > self.max_transient_errors:

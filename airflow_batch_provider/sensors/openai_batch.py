@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_batch_provider.batch_file import plural
 from airflow_batch_provider.batch_status import BatchStatus, summarize_batch
 from airflow_batch_provider.completion import check_batches, resolve_event, totals
 from airflow_batch_provider.exceptions import BatchServiceError, BatchTimeoutError
 from airflow_batch_provider.fetch_manifest import normalize_batches
-from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
+from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook, is_transient_error
 from airflow_batch_provider.storage import public_uri
 from airflow_batch_provider.triggers.openai_batch import DEADLINE_GRACE, OpenAIBatchTrigger
 
@@ -30,6 +31,9 @@ except ImportError:  # Airflow < 3.2
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+#: Task state store key of the failed pokes in a row (reschedule mode).
+_TRANSIENT_ERRORS_KEY = "openai_batch_sensor.transient_errors"
 
 
 class OpenAIBatchSensor(BaseSensorOperator):
@@ -56,7 +60,9 @@ class OpenAIBatchSensor(BaseSensorOperator):
     :param max_poll_interval: Longest interval the deferred wait backs off to while nothing
         changes.
     :param max_transient_errors: Polls in a row that may fail with 429/5xx/network errors
-        before the sensor fails (a deferred wait; in poke mode, within one worker run).
+        before the sensor fails, in every mode; in reschedule mode the count is kept across
+        reschedules in the task state store (Airflow < 3.3, without one: a failed poke is
+        retried in the same worker run, ``poke_interval`` apart).
     :param cancel_on_kill: Cancel the batches when a user kills the deferred task
         (Airflow 3.3+). The sensor does not own the batches: default False.
     :param timeout: Seconds to wait in all (``BaseSensorOperator``); the deferred wait
@@ -109,8 +115,8 @@ class OpenAIBatchSensor(BaseSensorOperator):
         base.update({"conn_id": source["conn_id"], "batch_ids": source["batch_ids"], "batches": summaries})
         t = totals(summaries)
         self.log.info(
-            "%d batch(es) done: %d/%d requests succeeded, %d failed.",
-            len(summaries),
+            "%s done: %d/%d requests succeeded, %d failed.",
+            plural(len(summaries), "batch", "batches"),
             t["completed"],
             t["total"],
             t["failed"],
@@ -174,27 +180,35 @@ class OpenAIBatchSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         source = self._source()
-        try:
-            summaries = self._read(source)
-        except BatchServiceError as exc:
-            # The hook already retried; one more failed poke is tolerated up to the cap.
-            self._transient_errors += 1
-            if self._transient_errors > self.max_transient_errors:
-                raise
-            self.log.warning(
-                "Reading the batches failed (%d/%d in a row), trying again next poke: %s",
-                self._transient_errors,
-                self.max_transient_errors,
-                exc,
-            )
-            return False
+        while True:
+            try:
+                summaries = self._read(source)
+                break
+            except BatchServiceError as exc:
+                if not is_transient_error(exc):  # e.g. no quota left: waiting will not fix it
+                    raise
+                # The hook already retried; more failed pokes in a row are tolerated up to the cap.
+                self._transient_errors = self._count_transient_error(context)
+                if self._transient_errors > self.max_transient_errors:
+                    raise
+                self.log.warning(
+                    "Reading the batches failed (%d/%d in a row), trying again next poke: %s",
+                    self._transient_errors,
+                    self.max_transient_errors,
+                    exc,
+                )
+                if not (self.reschedule and context.get("task_state_store") is None):
+                    return False
+                # Reschedule mode without a task state store (Airflow < 3.3) cannot carry the
+                # count to the next run: keep the streak in this run instead.
+                time.sleep(self.poke_interval)
         self._transient_errors = 0
         pending = [s for s in summaries if not BatchStatus.is_terminal(s["status"])]
         t = totals(summaries)
         self.log.info(
-            "%d/%d batch(es) finished; %d/%d requests done, %d failed%s",
+            "%d/%s finished; %d/%d requests done, %d failed%s",
             len(summaries) - len(pending),
-            len(summaries),
+            plural(len(summaries), "batch", "batches"),
             t["completed"] + t["failed"],
             t["total"],
             t["failed"],
@@ -203,6 +217,27 @@ class OpenAIBatchSensor(BaseSensorOperator):
         if pending:
             return False
         return PokeReturnValue(is_done=True, xcom_value=self._result(source, self._check(source, summaries)))
+
+    def _count_transient_error(self, context: Context) -> int:
+        """This failed poke's place in the current run of failures, counted across reschedules.
+
+        In reschedule mode every poke is a fresh task run (XCom is cleared between them), so
+        the count lives in the task state store (Airflow 3.3+), with the try and the
+        reschedule it was made in: a failure in the very next reschedule of the same try
+        continues the run; anything else (a poke that succeeded in between) starts anew.
+        """
+        store = context.get("task_state_store") if self.reschedule else None
+        if store is None:
+            return self._transient_errors + 1
+        ti = context["ti"]
+        reschedule = int(context.get("task_reschedule_count") or 0)
+        previous = store.get(_TRANSIENT_ERRORS_KEY) or {}
+        follows = isinstance(previous, dict) and (
+            previous.get("try") == ti.try_number and previous.get("reschedule") == reschedule - 1
+        )
+        errors = int(previous.get("errors", 0)) + 1 if follows else 1  # type: ignore[union-attr]
+        store.set(_TRANSIENT_ERRORS_KEY, {"try": ti.try_number, "reschedule": reschedule, "errors": errors})
+        return errors
 
     def _read(self, source: dict[str, Any]) -> list[dict[str, Any]]:
         hook = OpenAIBatchHook(conn_id=source["conn_id"])

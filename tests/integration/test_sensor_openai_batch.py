@@ -256,3 +256,42 @@ def test_unknown_batch_fails_at_once(dag_env, capfd):
 
     assert dag_env.states(dr) == {"wait": "failed"}
     assert "batch_nope" in capfd.readouterr().out
+
+
+def _no_hook_retries(dag_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every injected fault reaches the sensor as one failed poke."""
+    em = dag_env.emulator
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OPENAI_DEFAULT",
+        json.dumps(
+            {"conn_type": "openai", "host": em.base_url, "password": em.api_key, "extra": {"max_retries": 0}}
+        ),
+    )
+
+
+def test_reschedule_mode_counts_failed_pokes_across_reschedules(dag_env, monkeypatch, capfd):
+    ids = _batches(dag_env.emulator, lines=2)
+    _no_hook_retries(dag_env, monkeypatch)
+    # Three failed pokes in a row, one more than allowed: each is a fresh task run.
+    dag_env.emulator.set_faults("batches.retrieve", error_503=1.0, max_faults=3)
+    dag = _sensor_dag(dag_env, "sensor_resched_faults", ids, "reschedule", "max_transient_errors=2,")
+
+    dr = dag_env.run(dag)
+
+    assert dag_env.states(dr) == {"wait": "failed"}
+    out = capfd.readouterr().out
+    assert "(1/2 in a row)" in out and "(2/2 in a row)" in out
+    assert _reschedules(dr) == 2
+    assert dag_env.emulator.stats()["faults_injected"] == 3
+
+
+def test_reschedule_mode_tolerates_failed_pokes_up_to_the_cap(dag_env, monkeypatch, capfd):
+    ids = _batches(dag_env.emulator, lines=2)
+    _no_hook_retries(dag_env, monkeypatch)
+    dag_env.emulator.set_faults("batches.retrieve", error_503=1.0, max_faults=2)
+    dag = _sensor_dag(dag_env, "sensor_resched_tolerated", ids, "reschedule", "max_transient_errors=2,")
+
+    dr = dag_env.run(dag)
+
+    assert dag_env.states(dr) == {"wait": "success"}
+    assert "(2/2 in a row)" in capfd.readouterr().out

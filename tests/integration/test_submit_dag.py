@@ -130,6 +130,49 @@ def test_invalid_input_error_names_the_line(dag_env):
     assert dag_env.emulator.stats()["files_uploaded"] == 0
 
 
+def test_invalid_input_error_groups_repeats_and_counts_in_words(dag_env):
+    from types import SimpleNamespace
+
+    from airflow_batch_provider.exceptions import BatchFileError
+    from airflow_batch_provider.operators.submit import OpenAIBatchSubmitOperator
+
+    src = dag_env.data / "bad.jsonl"
+    src.write_text("not json\n" * 80 + chat_lines(1))
+    op = OpenAIBatchSubmitOperator(task_id="submit", input_path=str(src))
+    ti = SimpleNamespace(dag_id="d", task_id="submit", run_id="r", map_index=-1)
+
+    with pytest.raises(BatchFileError) as err:
+        op.execute({"ti": ti})
+    message = str(err.value)
+    assert "(80 problems); fix these lines:\nlines 1-80: not valid JSON" in message
+    assert "problem(s)" not in message and message.count("not valid JSON") == 1
+
+    src.write_text("{\n")
+    with pytest.raises(BatchFileError, match=r"(?s)\(1 problem\);.* in 1 request, 2 bytes"):
+        op.execute({"ti": ti})
+
+
+def test_a_line_longer_than_a_shard_is_reported_without_reading_it_whole(dag_env):
+    from types import SimpleNamespace
+
+    from airflow_batch_provider.exceptions import BatchFileError
+    from airflow_batch_provider.operators.submit import OpenAIBatchSubmitOperator
+
+    lines = chat_lines(3).splitlines(keepends=True)
+    lines[1] = lines[1].replace("question", "question " + "x" * 5_000)
+    src = dag_env.data / "long.jsonl"
+    src.write_text("".join(lines) + lines[0])  # and a duplicate after it: still checked
+    op = OpenAIBatchSubmitOperator(task_id="submit", input_path=str(src), shard_limits={"max_bytes": 1_000})
+    ti = SimpleNamespace(dag_id="d", task_id="submit", run_id="r", map_index=-1)
+
+    with pytest.raises(BatchFileError) as err:
+        op.execute({"ti": ti})
+    codes = [(p.line, p.code) for p in err.value.report.problems]
+    assert codes == [(2, "line_too_long"), (4, "duplicate_custom_id")]
+    assert "more than the 1,000-byte limit for one request line" in str(err.value)
+    assert dag_env.emulator.stats()["files_uploaded"] == 0
+
+
 CRASH_AFTER_CREATE = """
     from unittest import mock
     from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook

@@ -82,7 +82,7 @@ def corpus() -> list[BadInput]:
         BadInput(
             "truncated_json",
             "line 2",
-            "each line must be one complete JSON object",
+            "unterminated string",
             jsonl(ok(1), '{"custom_id": "q-2", "method": "POST", "url": "/v1/chat', ok(3)),
         ),
         BadInput(
@@ -155,7 +155,7 @@ def corpus() -> list[BadInput]:
         ),
         BadInput(
             "endpoint_argument_differs",
-            "line 1",
+            "lines 1-2",  # the same problem on both lines: one grouped message
             "use the same url on every line or split the file",
             jsonl(ok(1), ok(2)),
             operator={"endpoint": EMBEDDINGS},

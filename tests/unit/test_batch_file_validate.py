@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from airflow_batch_provider import batch_file
 from airflow_batch_provider.batch_file import (
     BATCH_ENDPOINTS,
     MAX_BYTES,
@@ -84,11 +85,19 @@ def test_a_line_cut_short_is_reported_at_its_end_not_on_the_next_line() -> None:
     problem = only(validate_lines([line(0), cut]))
     assert (problem.line, problem.code) == (2, "invalid_json_line")
     assert f"column {len(cut)}" in problem.message, problem.message  # the newline's column
+    assert "not closed" in problem.message and "cut short" in problem.message
 
 
 def test_an_unterminated_string_has_a_readable_message() -> None:
-    problem = only(validate_lines([b'{"custom_id": "q-1", "method": "PO\n']))
-    assert "Invalid control character at column 35" in problem.message  # the newline
+    for cut in (b'{"custom_id": "q-1", "method": "PO\n', b'{"custom_id": "q-1", "method": "PO'):
+        problem = only(validate_lines([cut]))
+        assert problem.message.startswith("unterminated string: the line ends inside a string"), problem
+        assert "control character" not in problem.message
+
+
+def test_a_literal_tab_inside_a_string_is_not_called_unterminated() -> None:
+    problem = only(validate_lines([b'{"custom_id": "q\t1"}\n']))
+    assert "Invalid control character at column 17" in problem.message
     assert " at at " not in problem.message
 
 
@@ -528,3 +537,140 @@ def test_validator_agrees_with_request_line() -> None:
         except ValueError:
             model_ok = False
         assert validate_lines([raw]).ok == model_ok, raw
+
+
+# --- memory stays flat whatever the input (issue 11 section 4) --------------------------------
+
+
+def test_a_line_past_the_cap_is_reported_and_the_following_lines_still_checked(tmp_path: Path) -> None:
+    long_line = line(1, body={"model": "m", "pad": "z" * 3_000_000})
+    data = line(0) + long_line + b"not json\n" + line(3) + line(3)
+    path = tmp_path / "long.jsonl"
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+        report = validate_file(path, chunk_size=64 * 1024, max_line_bytes=100_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert codes(report) == [(2, "line_too_long"), (3, "invalid_json_line"), (5, "duplicate_custom_id")]
+    problem = report.problems[0]
+    assert f"{len(long_line) - 1:,} bytes, more than the 100,000-byte limit" in problem.message
+    # Counted and hashed like any line, but never held whole.
+    assert report.byte_count == len(data) and report.request_count == 5
+    assert report.sha256 == hashlib.sha256(data).hexdigest()
+    assert peak < 1_000_000, f"peak {peak:,} bytes for a {len(long_line):,}-byte line"
+
+
+def test_a_line_over_the_cap_without_a_newline_at_the_end_of_the_file(tmp_path: Path) -> None:
+    data = line(0) + b'{"custom_id": "x", "pad": "' + b"y" * 50_000
+    path = tmp_path / "tail.jsonl"
+    path.write_bytes(data)
+    report = validate_file(path, chunk_size=4096, max_line_bytes=10_000)
+    assert codes(report) == [(2, "line_too_long")]
+    assert report.byte_count == len(data) and report.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_the_cap_is_the_batch_byte_limit_when_lower_and_applies_to_lines_in_memory() -> None:
+    lines = [line(0), line(1, body={"model": "gpt-4o-mini", "pad": "p" * 500})]
+    report = validate_lines(lines, limits=ShardLimits(max_bytes=300))
+    assert (2, "line_too_long") in codes(report)
+    assert codes(validate_lines(lines, max_line_bytes=len(lines[1]) - 1)) == []  # the newline is free
+    assert codes(validate_lines(lines, max_line_bytes=len(lines[1]) - 2)) == [(2, "line_too_long")]
+
+
+def test_deep_nesting_is_an_invalid_line_with_its_number_not_a_traceback(tmp_path: Path) -> None:
+    deep = b'{"custom_id": "d", "body": ' + b"[" * 5_000 + b"]" * 5_000 + b"}\n"
+    path = tmp_path / "deep.jsonl"
+    path.write_bytes(line(0) + deep + b"{" * 5_000 + b"\n" + line(3))
+    report = validate_file(path)
+    assert codes(report) == [(2, "invalid_json_line"), (3, "invalid_json_line")]
+    assert "nested too deeply" in report.problems[0].message
+
+
+def test_a_value_nested_near_the_limit_is_quoted_without_a_traceback() -> None:
+    import sys
+
+    depth = sys.getrecursionlimit() - 100  # parses, but json.dumps of it from deep inside may not
+    raw = b'{"custom_id": ' + b"[" * depth + b"]" * depth + b"}\n"
+    report = validate_lines([raw])
+    assert codes(report)[0] in {(1, "invalid_custom_id"), (1, "invalid_json_line")}
+
+
+def _duplicates_naive(ids: list[str]) -> list[tuple[int, str, int]]:
+    first: dict[str, int] = {}
+    out = []
+    for n, cid in enumerate(ids, 1):
+        if first.setdefault(cid, n) != n:
+            out.append((n, cid, first[cid]))
+    return out
+
+
+def test_duplicates_stay_exact_across_a_spill_to_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batch_file, "MAX_IDS_IN_MEMORY", 7, raising=False)
+    ids = [f"id-{i}" for i in range(40)]
+    # Repeats within one in-memory run, across runs, of ids already on disk, long ids that
+    # share a prefix, and ids with lone surrogates (which sqlite TEXT could not bind).
+    ids += ["id-3", "id-3", "id-39", "id-0", "\ud800x", "\ud800x", "L" * 500 + "a", "L" * 500 + "b"]
+    ids += [f"late-{i}" for i in range(20)] + ["id-5", "late-1", "L" * 500 + "a", "late-19"]
+    lines = [line(0, custom_id=cid) for cid in ids]
+    report = validate_lines(lines, max_problems=None)
+    found = [(p.line, p.custom_id, p.message) for p in report.problems]
+    expected = _duplicates_naive(ids)
+    assert [(n, cid) for n, cid, _ in found] == [(n, cid) for n, cid, _ in expected]
+    for (_, _, message), (_, _, first) in zip(found, expected):
+        assert f"(first on line {first})" in message
+    assert report.problem_count == len(expected) and not any(p.code != "duplicate_custom_id" for p in report.problems)
+
+
+def test_a_bounded_report_keeps_the_first_lines_even_when_duplicates_are_found_late(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batch_file, "MAX_IDS_IN_MEMORY", 5, raising=False)
+    ids = [f"id-{i}" for i in range(12)] + ["id-1"] + [f"x-{i}" for i in range(3)]
+    lines = [line(0, custom_id=cid) for cid in ids] + [b"bad\n"] * 4
+    report = validate_lines(lines, max_problems=3)
+    assert codes(report) == [(13, "duplicate_custom_id"), (17, "invalid_json_line"), (18, "invalid_json_line")]
+    assert report.problem_count == 5
+
+
+def test_the_custom_id_check_does_not_keep_every_id_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batch_file, "MAX_IDS_IN_MEMORY", 500, raising=False)
+    lines = (b'{"custom_id": "request-%07d", "method": "POST"}\n' % i for i in range(20_000))
+    tracemalloc.start()
+    try:
+        report = validate_lines(lines, max_problems=0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.request_count == 20_000
+    # All 20,000 ids in a dict take about 2 MB; 500 of them, a few tens of kB.
+    assert peak < 600_000, f"peak {peak:,} bytes of Python objects for 20,000 custom_ids"
+
+
+# --- the human report ----------------------------------------------------------------------------
+
+
+def test_repeated_problems_are_grouped_in_the_human_report() -> None:
+    lines = [b"not json\n"] * 200 + [line(200), line(201, method="GET"), line(202), line(203, method="GET")]
+    report = validate_lines(lines, max_problems=None)
+    text = report.format().splitlines()
+    assert text[0].startswith("lines 1-200: not valid JSON (Expecting value at column 1)")
+    assert text[1].startswith('lines 202, 204: method is "GET": use "POST"')
+    assert text[1].endswith('(custom_id "q-201" and 1 more)')
+    assert text[2].startswith("<lines>: invalid: 202 problems in 204 requests")
+    assert len(text) == 3
+    # The machine-readable report keeps one entry per problem.
+    assert len(report.to_dict()["problems"]) == 202
+
+
+def test_many_scattered_lines_are_listed_with_a_count() -> None:
+    lines = [b"x\n" if i % 2 else line(i) for i in range(40)]
+    text = validate_lines(lines).format().splitlines()[0]
+    assert text.startswith("lines 2, 4, 6, 8, 10, 12, 14, 16, ... (20 lines in all): not valid JSON")
+
+
+def test_counts_of_one_are_singular() -> None:
+    report = validate_lines([b"x\n"], source="one.jsonl")
+    assert report.summary() == "one.jsonl: invalid: 1 problem in 1 request, 2 bytes"
+    assert validate_lines(valid_lines(1), source="a").summary().startswith("a: valid: 1 request, ")

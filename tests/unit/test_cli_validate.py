@@ -63,6 +63,28 @@ def test_invalid_file_exits_1_with_line_numbered_problems(invalid: Path) -> None
     assert len(lines) == 4
 
 
+def test_repeated_problems_are_grouped_and_long_lines_reported(tmp_path: Path) -> None:
+    from airflow_batch_provider.batch_file import MAX_LINE_BYTES
+
+    path = tmp_path / "mixed.jsonl"
+    with path.open("w") as out:
+        out.write("not json\n" * 200 + line("q-1"))
+        out.write('{"custom_id": "q-2", "pad": "' + "x" * MAX_LINE_BYTES + '"}\n')
+        out.write(line("q-1"))  # after the long line: still checked
+    size = MAX_LINE_BYTES + len('{"custom_id": "q-2", "pad": ""}')
+    done = run("validate", "--max-problems", "0", str(path))
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("lines 1-200: not valid JSON (Expecting value at column 1)")
+    assert lines[1].startswith(f"line 202: the line is {size:,} bytes, more than the {MAX_LINE_BYTES:,}-byte")
+    assert lines[2].startswith('line 203: duplicate custom_id "q-1" (first on line 201)')
+    assert lines[3].startswith(f"{path}: invalid: 202 problems in 203 requests")
+    # --json stays one entry per problem.
+    report = json.loads(run("validate", "--json", "--max-problems", "0", str(path)).stdout)
+    assert len(report["problems"]) == 202
+    assert [p["line"] for p in report["problems"][:3]] == [1, 2, 3]
+
+
 def test_json_report(invalid: Path) -> None:
     done = run("validate", "--json", str(invalid))
     assert done.returncode == 1

@@ -141,3 +141,60 @@ def test_partial_outcomes_follow_the_flags(flag, status):
         OpenAIBatchSensor(task_id="s", batch_ids="b").execute_complete({}, event)
     out = OpenAIBatchSensor(task_id="s", batch_ids="b", **{flag: False}).execute_complete({}, event)
     assert out["batches"][0]["status"] == status
+
+
+# --- failed pokes in reschedule mode ---------------------------------------------------------
+
+
+def _resched_sensor(**kwargs: Any) -> OpenAIBatchSensor:
+    return OpenAIBatchSensor(
+        task_id="wait",
+        batch_ids=["batch_1"],
+        conn_id="openai_poke",
+        mode="reschedule",
+        deferrable=False,
+        poke_interval=0.01,
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def poke_server(openai_connection):
+    from tests.unit.hook_http import ScriptedServer
+
+    def make(route):
+        server = ScriptedServer(route)
+        openai_connection("openai_poke", host=f"{server.url}/v1", password="sk-poke", extra={"max_retries": 0})
+        return server
+
+    return make
+
+
+def test_without_a_task_state_store_failed_pokes_are_retried_in_the_same_run(poke_server) -> None:
+    """Airflow < 3.3 has no task state store: the run of failures stays in one worker run."""
+    from types import SimpleNamespace
+
+    from tests.unit.hook_http import Reply, batch_json, error
+
+    answers = iter([error(503, "busy"), error(503, "busy")])
+    context = {"ti": SimpleNamespace(try_number=1), "task_reschedule_count": 0}
+    with poke_server(lambda r: next(answers, Reply(200, batch_json("batch_1", "in_progress")))) as server:
+        assert _resched_sensor(max_transient_errors=2).poke(context) is False  # type: ignore[arg-type]
+    assert len(server.calls("GET", "/batches/batch_1")) == 3
+
+    with poke_server(lambda r: error(503, "down")) as server:
+        with pytest.raises(BatchProviderError, match="503"):
+            _resched_sensor(max_transient_errors=2).poke(context)  # type: ignore[arg-type]
+    assert len(server.calls("GET", "/batches/batch_1")) == 3
+
+
+def test_no_quota_left_fails_the_poke_at_once(poke_server) -> None:
+    from types import SimpleNamespace
+
+    from tests.unit.hook_http import error
+
+    context = {"ti": SimpleNamespace(try_number=1), "task_reschedule_count": 0}
+    with poke_server(lambda r: error(429, "You exceeded your quota", code="insufficient_quota")) as server:
+        with pytest.raises(BatchProviderError, match="no quota left"):
+            _resched_sensor(max_transient_errors=5).poke(context)  # type: ignore[arg-type]
+    assert len(server.calls("GET", "/batches/batch_1")) == 1
