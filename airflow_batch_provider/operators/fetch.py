@@ -43,6 +43,7 @@ from airflow_batch_provider.idempotency import (
     batch_metadata,
     deadline_from,
     input_fingerprint,
+    legacy_fingerprints,
     plan_submission,
     run_horizon,
     upload_filename,
@@ -402,6 +403,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
         with open(retry_path, "rb") as handle:
             shards = plan_shards(iter_lines(handle), limits)
         fingerprint = input_fingerprint(report.sha256, endpoint, limits)
+        legacy = legacy_fingerprints(report.sha256, declared, limits)  # a retry spanning an upgrade
         ti = context["ti"]
         identity = Identity(
             ti.dag_id,
@@ -413,12 +415,17 @@ class OpenAIBatchFetchOperator(BaseOperator):
         horizon = run_horizon(context)
         found = hook.find_batches({META_IDENTITY: identity.key}, created_after=horizon)
         plan = plan_submission(
-            identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found
+            identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found, legacy=legacy
         )
         if plan.to_create:
             files = list(hook.iter_files(purpose="batch", created_after=horizon))
             plan = plan_submission(
-                identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found, files=files
+                identity=identity.key,
+                fingerprint=fingerprint,
+                shard_sizes=sizes,
+                batches=found,
+                files=files,
+                legacy=legacy,
             )
         for batch in [*plan.duplicate_batches, *plan.stale_batches]:
             self.log.warning(

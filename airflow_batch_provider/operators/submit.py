@@ -49,7 +49,9 @@ from airflow_batch_provider.idempotency import (
     batch_metadata,
     build_manifest,
     deadline_from,
+    fingerprint_matches,
     input_fingerprint,
+    legacy_fingerprints,
     plan_submission,
     run_horizon,
     shard_label,
@@ -244,6 +246,8 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             with path.open("rb") as fileobj:
                 shards = plan_shards(iter_lines(fileobj), limits)
             fingerprint = input_fingerprint(report.sha256, endpoint, limits)
+            # A retry that spans an upgrade: the previous scheme hashed the endpoint as spelled.
+            legacy = legacy_fingerprints(report.sha256, self.endpoint or default_endpoint or endpoint, limits)
             self.log.info(
                 "Input %s: %d requests, %d bytes, model %s -> %d shard(s); identity %s, fingerprint %s",
                 input_uri or "(records)",
@@ -255,7 +259,14 @@ class OpenAIBatchSubmitOperator(BaseOperator):
                 fingerprint,
             )
             batches = self._submit(
-                hook, path, identity, fingerprint, line_url, shards, horizon=run_horizon(context)
+                hook,
+                path,
+                identity,
+                fingerprint,
+                line_url,
+                shards,
+                horizon=run_horizon(context),
+                legacy=legacy,
             )
 
         manifest = build_manifest(
@@ -378,22 +389,33 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         shards: list[ShardInfo],
         *,
         horizon: float | None,
+        legacy: Sequence[str] = (),
     ) -> list[Any]:
         sizes = [s.byte_count for s in shards]
         # Nothing of this run predates the horizon: the listing stops there, not at the
         # account's first batch.
         found = hook.find_batches({"airflow_identity": identity.key}, created_after=horizon)
         plan = plan_submission(
-            identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found
+            identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found, legacy=legacy
         )
         if plan.to_create:  # only then are uploads worth listing
             files = list(hook.iter_files(purpose="batch", created_after=horizon))
             plan = plan_submission(
-                identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found, files=files
+                identity=identity.key,
+                fingerprint=fingerprint,
+                shard_sizes=sizes,
+                batches=found,
+                files=files,
+                legacy=legacy,
             )
 
         if plan.input_changed and plan.to_create:
-            old = [b.id for b in found if b.metadata and b.metadata.get("airflow_fingerprint") != fingerprint]
+            old = [
+                b.id
+                for b in found
+                if b.metadata
+                and not fingerprint_matches(b.metadata.get("airflow_fingerprint"), fingerprint, legacy)
+            ]
             message = (
                 f"The input changed since this task instance created batches {old} "
                 f"(fingerprints {plan.previous_fingerprints}, now {fingerprint})"
