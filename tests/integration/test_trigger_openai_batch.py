@@ -8,9 +8,11 @@ import json
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from packaging.version import Version
 
 from airflow_batch_provider.completion import resolve_event
 from airflow_batch_provider.exceptions import BatchFailedError
@@ -287,10 +289,10 @@ async def test_on_kill_cancels_only_when_asked_and_killed_by_a_user(
 ):
     """Driven by the real triggerer's ``run_trigger``: a user action calls on_kill, a shutdown
     (restart, redistribution) only cleans up, and cleanup never cancels."""
-    runner_module = pytest.importorskip("airflow.jobs.triggerer_job_runner")
-    user_msg = getattr(runner_module, "_USER_ACTION_CANCEL_MSG", None)
-    if user_msg is None:
-        pytest.skip("this Airflow never calls a trigger's on_kill (Airflow < 3.3)")
+    import airflow
+    from airflow.jobs import triggerer_job_runner as runner_module
+
+    user_msg = user_cancel_message(runner_module, airflow.__version__)
     ids = create_batches(batch_emulator, 2, lines=20)
     trigger = OpenAIBatchTrigger(
         conn_id=conn(), batch_ids=ids, poll_interval=0.05, cancel_on_kill=cancel_on_kill
@@ -307,6 +309,31 @@ async def test_on_kill_cancels_only_when_asked_and_killed_by_a_user(
     assert batch_emulator.stats()["batches_cancelled"] == cancelled * len(ids)
     statuses = {b.status for b in map(batch_emulator.client().batches.retrieve, ids)}
     assert statuses <= ({"cancelling", "cancelled"} if cancelled else {"validating", "in_progress"})
+
+
+def user_cancel_message(runner_module: Any, airflow_version: str) -> str:
+    """The triggerer's private "a user killed it" cancel message; skip only on Airflow < 3.3.
+
+    A private constant can vanish in any release: on 3.3+ its absence fails loudly (the on_kill
+    path would go untested), instead of skipping as if this were an older Airflow.
+    """
+    if Version(airflow_version).release < (3, 3):
+        pytest.skip(f"Airflow {airflow_version} never calls a trigger's on_kill (it came in 3.3)")
+    message = getattr(runner_module, "_USER_ACTION_CANCEL_MSG", None)
+    if not isinstance(message, str):
+        pytest.fail(
+            f"Airflow {airflow_version} has no airflow.jobs.triggerer_job_runner._USER_ACTION_CANCEL_MSG: "
+            "find how this version tells a user's kill from a shutdown and update the on_kill tests."
+        )
+    return message
+
+
+def test_a_missing_private_constant_fails_instead_of_skipping():
+    with pytest.raises(pytest.fail.Exception, match="_USER_ACTION_CANCEL_MSG"):
+        user_cancel_message(SimpleNamespace(), "3.3.2")
+    with pytest.raises(pytest.skip.Exception, match="3.1.8"):
+        user_cancel_message(SimpleNamespace(), "3.1.8")
+    assert user_cancel_message(SimpleNamespace(_USER_ACTION_CANCEL_MSG="x"), "3.4.0.dev0") == "x"
 
 
 # --- sharing and the event loop -------------------------------------------------------------

@@ -9,7 +9,9 @@ driven over the DevTools protocol, signs in with the JWT cookie the UI itself us
 opens the task's "OpenAI Batches" tab and the "Batches" page, saves screenshots and
 the DOM under ``tests/output/`` and checks the progress bar's counts.
 
-Needs ``/usr/bin/chromium`` (``scripts/install_chromium.sh``); skipped without it.
+Needs ``/usr/bin/chromium`` (``scripts/install_chromium.sh``): the browser tests skip without it,
+and fail in CI (``CI=true``), where a skip would pass a UI nobody looked at. The tests that
+need no browser (the API checks) run either way.
 Run: ``.venv/bin/python -m pytest -q tests/system/test_ui_browser.py``.
 """
 
@@ -45,13 +47,32 @@ DAG_ID = "ui_browser_demo"
 API_KEY = "sk-browser-test-Secret-0123456789"
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
-pytestmark = [
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Debian's chromium at /usr/bin/chromium: run scripts/install_chromium.sh",
-    ),
-    pytest.mark.timeout(600),
-]
+pytestmark = [pytest.mark.timeout(600)]
+
+
+def in_ci(environ: Any = os.environ) -> bool:
+    """``CI=true`` (GitHub Actions, GitLab and most others set it)."""
+    return str(environ.get("CI", "")).strip().lower() in ("true", "1", "yes")
+
+
+def require(missing: str | None, *, ci: bool) -> None:
+    """Skip a browser test for a missing browser, or fail when in CI: there a skip would lie."""
+    if missing is None:
+        return
+    if ci:
+        pytest.fail(f"CI=true and {missing}: the browser tests cannot run, so CI fails instead of skipping.")
+    pytest.skip(missing)
+
+
+def browser_missing() -> str | None:
+    if not CHROMIUM.exists():
+        return "needs Debian's chromium at /usr/bin/chromium: run scripts/install_chromium.sh"
+    try:
+        import websockets.sync.client  # noqa: F401
+    except ImportError:
+        return "the DevTools client needs the websockets package (pip install websockets)"
+    return None
+
 
 DAG_FILE = """
     from airflow.sdk import DAG
@@ -309,7 +330,7 @@ class Chromium:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory, api_server: str, token: str) -> Iterator[Chromium]:
-    pytest.importorskip("websockets.sync.client", reason="the DevTools client needs the websockets package")
+    require(browser_missing(), ci=in_ci())
     chromium = Chromium(tmp_path_factory.mktemp("chromium-profile"))
     try:
         # Signed in the way the UI is: Airflow's JWT in the ``_token`` cookie.
@@ -325,6 +346,15 @@ FRAME_DOC = f"{FRAME}.contentDocument"
 
 def _bar(chromium: Chromium, doc: str = "document", selector: str = ".progress") -> dict[str, str]:
     return dict(chromium.evaluate(f"Object.assign({{}}, {doc}.querySelector('{selector}').dataset)"))
+
+
+def test_a_missing_browser_skips_locally_and_fails_in_ci():
+    require(None, ci=True)  # a browser: nothing to say
+    with pytest.raises(pytest.fail.Exception, match="CI=true and no chromium"):
+        require("no chromium", ci=True)
+    with pytest.raises(pytest.skip.Exception, match="no chromium"):
+        require("no chromium", ci=False)
+    assert in_ci({"CI": "true"}) and in_ci({"CI": "1"}) and not in_ci({}) and not in_ci({"CI": "false"})
 
 
 def test_api_refuses_without_a_login_and_lists_the_plugin(api_server, airflow_home, token):
