@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.system.airflow_stack import AirflowStack
-from tests.system.conftest import EXAMPLES
+from tests.system.conftest import EXAMPLE_RUNS as EXAMPLES
 
 pytestmark = pytest.mark.timeout(420)
 
