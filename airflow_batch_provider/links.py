@@ -85,7 +85,15 @@ class OpenAIBatchManifestLink(BaseOperatorLink):
         return "_link_openai_batch_manifest"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        return _safe(lambda: storage_browser_url(XCom.get_value(ti_key=ti_key, key=LANDED_MANIFEST_XCOM_KEY)))
+        def build() -> str:
+            # The fetch that ran knows whether it landed ("" while it waits): asking XCom for a
+            # manifest not written yet makes the task SDK log "XCom not found" on every wait.
+            uri = getattr(operator, "_landed_manifest_uri", None)
+            if uri is None:
+                uri = XCom.get_value(ti_key=ti_key, key=LANDED_MANIFEST_XCOM_KEY)
+            return storage_browser_url(uri) if uri else ""
+
+        return _safe(build)
 
 
 def batch_links(count: int = MAX_BATCH_LINKS) -> tuple[OpenAIBatchLink, ...]:
@@ -119,8 +127,13 @@ def persist_batch_links(context: Any, hook: Any, batch_ids: Iterable[str]) -> li
     return urls
 
 
-def persist_landed_manifest(context: Any, uri: str) -> None:
-    """Push the landed manifest's URI for :class:`OpenAIBatchManifestLink` (used by fetch)."""
+def persist_landed_manifest(context: Any, uri: str, operator: Any = None) -> None:
+    """Push the landed manifest's URI for :class:`OpenAIBatchManifestLink` (used by fetch).
+
+    :param operator: the fetch operator: it remembers the URI, so its link needs no XCom read.
+    """
+    if operator is not None:
+        operator._landed_manifest_uri = str(uri)
     try:
         context["ti"].xcom_push(key=LANDED_MANIFEST_XCOM_KEY, value=str(uri))
     except Exception as err:
