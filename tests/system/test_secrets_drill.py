@@ -23,7 +23,8 @@ import pytest
 from tests.system.airflow_stack import AirflowStack
 from tests.system.conftest import DrillRun
 
-pytestmark = pytest.mark.timeout(180)
+# Alone, this module starts the stack and makes its own runs (examples, baseline): minutes.
+pytestmark = pytest.mark.timeout(900)
 
 
 class Scanner:
