@@ -58,7 +58,7 @@ from airflow_batch_provider.idempotency import (
     upload_filename,
 )
 from airflow_batch_provider.lineage import submit_lineage
-from airflow_batch_provider.links import batch_links, persist_batch_links
+from airflow_batch_provider.links import batch_links, persist_batch_links, persist_failure
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
@@ -215,6 +215,13 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         return ShardLimits(**fields)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        try:
+            return self._execute(context)
+        except BatchProviderError as err:
+            persist_failure(context, err)  # the task tab shows why (problems, the service's error)
+            raise
+
+    def _execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
         identity = Identity(
             ti.dag_id, ti.task_id, ti.run_id, ti.map_index if ti.map_index is not None else -1
@@ -327,15 +334,19 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         A fresh operator instance: everything comes from the method kwargs, or from the
         manifest XCom pushed before deferring, never from attributes set in ``execute``.
         """
-        if manifest is None:
-            ti = context["ti"]
-            manifest = ti.xcom_pull(task_ids=ti.task_id, key=MANIFEST_XCOM_KEY, map_indexes=ti.map_index)
-        if not manifest:
-            raise BatchProviderError(
-                "The task resumed without its manifest (neither in the resume kwargs nor in XCom "
-                f"{MANIFEST_XCOM_KEY!r}); clear the task: it re-attaches to its batches."
-            )
-        return self._complete(manifest, event)
+        try:
+            if manifest is None:
+                ti = context["ti"]
+                manifest = ti.xcom_pull(task_ids=ti.task_id, key=MANIFEST_XCOM_KEY, map_indexes=ti.map_index)
+            if not manifest:
+                raise BatchProviderError(
+                    "The task resumed without its manifest (neither in the resume kwargs nor in XCom "
+                    f"{MANIFEST_XCOM_KEY!r}); clear the task: it re-attaches to its batches."
+                )
+            return self._complete(manifest, event)
+        except BatchProviderError as err:
+            persist_failure(context, err)
+            raise
 
     def on_kill(self) -> None:
         """Cancel the batches of a synchronous wait when asked to (a deferred wait: the trigger does)."""

@@ -6,7 +6,7 @@ Airflow's own auth dependencies: the JWT cookie the UI holds, or a Bearer token)
 - ``GET /ti?dag_id=&run_id=&task_id=&map_index=``: the task-instance tab (HTML);
   ``GET /api/ti``: the same data as JSON. Needs read access to the DAG's task
   instances and XComs.
-- ``GET /batches?conn_id=&status=&after=&limit=``: recent batches of a connection
+- ``GET /batches?conn_id=&status=&dag_id=&after=&limit=``: recent batches of a connection
   (HTML); ``GET /api/batches``: as JSON. Needs read access to that connection, whose
   key the server uses on the user's behalf (the key itself is never shown).
 
@@ -48,7 +48,13 @@ from airflow_batch_provider.plugins.task_source import (
     read_landed_manifest,
     read_task_refs,
 )
-from airflow_batch_provider.plugins.view_model import batch_view, browser_href, totals
+from airflow_batch_provider.plugins.view_model import (
+    batch_view,
+    browser_href,
+    error_codes,
+    failure_view,
+    totals,
+)
 
 #: Seconds a page waits for the service before showing what the task recorded.
 LIVE_READ_TIMEOUT = 12.0
@@ -213,6 +219,8 @@ def _apply_landed_manifest(refs: TaskRefs, manifest: Mapping[str, Any]) -> list[
         refs.conn_id = manifest["conn_id"]
     if refs.fetch is not None and not refs.fetch.get("results_uri"):
         refs.fetch["results_uri"] = (manifest.get("results") or {}).get("uri")
+    if refs.fetch is not None:
+        refs.fetch["error_codes"] = error_codes(manifest.get("reconciliation"))
     return [dict(row) for row in manifest.get("landed") or () if isinstance(row, Mapping)]
 
 
@@ -295,6 +303,7 @@ def task_view(dag_id: str, run_id: str, task_id: str, map_index: int, session: A
         "batches": views,
         "totals": total,
         "fetch": fetch,
+        "failure": failure_view(refs.failure),
         "notices": notices,
         "refresh": pages.REFRESH_SECONDS if active else 0,
         "generated_at": now,
@@ -351,7 +360,13 @@ def _status_matches(status: str, wanted: str) -> bool:
     return status == wanted
 
 
-def list_view(conn_id: str, *, status: str = "", after: str | None = None, limit: int = 20) -> dict[str, Any]:
+def _dag_matches(batch: Any, dag_id: str) -> bool:
+    return not dag_id or (getattr(batch, "metadata", None) or {}).get("airflow_dag_id") == dag_id
+
+
+def list_view(
+    conn_id: str, *, status: str = "", after: str | None = None, limit: int = 20, dag_id: str = ""
+) -> dict[str, Any]:
     """One page of a connection's batches, newest first (also the ``/api/batches`` answer).
 
     Without a filter this is one request of ``limit``; with one, pages of 100 are read
@@ -361,6 +376,7 @@ def list_view(conn_id: str, *, status: str = "", after: str | None = None, limit
     view: dict[str, Any] = {
         "conn_id": conn_id,
         "status": status,
+        "dag_id": dag_id,
         "after": after,
         "limit": limit,
         "batches": [],
@@ -377,7 +393,7 @@ def list_view(conn_id: str, *, status: str = "", after: str | None = None, limit
         cursor, more = after, True
         rows: list[Any] = []
         while more and len(rows) < limit and view["scanned"] < LIST_MAX_SCAN:
-            kwargs: dict[str, Any] = {"limit": 100 if status else limit}
+            kwargs: dict[str, Any] = {"limit": 100 if status or dag_id else limit}
             if cursor:
                 kwargs["after"] = cursor
             page = client.batches.list(**kwargs)
@@ -386,7 +402,7 @@ def list_view(conn_id: str, *, status: str = "", after: str | None = None, limit
             for index, batch in enumerate(data):
                 view["scanned"] += 1
                 cursor = batch.id
-                if _status_matches(batch.status, status):
+                if _status_matches(batch.status, status) and _dag_matches(batch, dag_id):
                     rows.append(batch)
                 if len(rows) >= limit:
                     more = more or index < len(data) - 1
@@ -418,6 +434,7 @@ def _conn_choices(session: Any, user: Any) -> list[str]:
 StatusQuery = Annotated[str, Query(max_length=20, pattern=r"^[a-z_]*$")]
 AfterQuery = Annotated[str | None, Query(max_length=200)]
 LimitQuery = Annotated[int, Query(ge=1, le=100)]
+DagQuery = Annotated[str, Query(max_length=250)]
 
 
 @app.get("/api/batches")
@@ -428,10 +445,11 @@ def batches_json(
     status: StatusQuery = "",
     after: AfterQuery = None,
     limit: LimitQuery = 20,
+    dag_id: DagQuery = "",
 ) -> JSONResponse:
     choices = _conn_choices(session, user)
     session.close()
-    view = list_view(conn_id, status=status, after=after, limit=limit)
+    view = list_view(conn_id, status=status, after=after, limit=limit, dag_id=dag_id.strip())
     view["conn_ids"] = choices
     return JSONResponse(view, headers={"Cache-Control": "no-store"})
 
@@ -445,10 +463,11 @@ def batches_page(
     status: StatusQuery = "",
     after: AfterQuery = None,
     limit: LimitQuery = 20,
+    dag_id: DagQuery = "",
 ) -> HTMLResponse:
     choices = _conn_choices(session, user)
     session.close()
-    view = list_view(conn_id, status=status, after=after, limit=limit)
+    view = list_view(conn_id, status=status, after=after, limit=limit, dag_id=dag_id.strip())
     view["conn_ids"] = choices
     root = request.scope.get("root_path", "")
     nonce = _nonce()
