@@ -426,3 +426,16 @@ def test_auth_is_airflows_own(dag_env, client, auth):
     assert client.get(f"{PREFIX}/health").json() == {"status": "ok"}
     icon = client.get(f"{PREFIX}/static/icon.svg")
     assert icon.status_code == 200 and "<svg" in icon.text
+
+
+def test_task_view_of_a_submit_that_failed_validation_says_why(dag_env, client, auth):
+    lines = _request_lines(3).splitlines(keepends=True)
+    lines[1] = '{"custom_id": "q-1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": \n'
+    dr = _submit(dag_env, "ui_invalid_submit", "".join(lines))
+    assert dag_env.states(dr) == {"submit": "failed"}
+
+    view = client.get(f"{PREFIX}/api/ti", params=_ti(dr, "submit"), headers=_as(auth["admin"])).json()
+    assert view["batches"] == [] and view["failure"]["error"] == "BatchFileError"
+    assert [(p["line"], p["code"]) for p in view["failure"]["problems"]] == [(2, "invalid_json_line")]
+    page = client.get(f"{PREFIX}/ti", params=_ti(dr, "submit"), headers=_as(auth["admin"])).text
+    assert "Why this task failed" in page and "No OpenAI batches recorded" not in page

@@ -108,6 +108,10 @@ def test_invalid_input_uploads_nothing(dag_env):
     stats = dag_env.emulator.stats()
     assert stats["files_uploaded"] == 0
     assert stats["batches_created"] == 0
+    # Why, for the task tab: the error and the problems with their lines, pushed before raising.
+    failure = dag_env.xcom(dr, "submit", "batch_failure")
+    assert failure["error"] == "BatchFileError" and failure["problem_count"] == 1
+    assert [(p["line"], p["code"]) for p in failure["problems"]] == [(2, "invalid_json_line")]
 
 
 def test_invalid_input_error_names_the_line(dag_env):
