@@ -44,6 +44,7 @@ OUTPUT = Path(__file__).resolve().parents[1] / "output"
 BIN = Path(sys.executable).parent
 PASSWORD = "browser-test-password"
 DAG_ID = "ui_browser_demo"
+INVALID_DAG_ID = "ui_browser_invalid"
 API_KEY = "sk-browser-test-Secret-0123456789"
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
@@ -178,12 +179,34 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory, emulator: EmulatorHan
     (home / "dags" / f"{DAG_ID}.py").write_text(
         textwrap.dedent(DAG_FILE.format(dag_id=DAG_ID, path=str(data), dest=f"file://{home / 'landed'}/"))
     )
+    # A second DAG whose input is invalid: its submit fails before anything is uploaded.
+    invalid = home / "invalid.jsonl"
+    lines = _requests(3, failing=0).splitlines(keepends=True)
+    lines[1] = '{"custom_id": "q-1", "method": "POST", "url": "/v1/chat/completions", "body": {\n'
+    invalid.write_text("".join(lines))
+    (home / "dags" / f"{INVALID_DAG_ID}.py").write_text(
+        textwrap.dedent(
+            DAG_FILE.format(
+                dag_id=INVALID_DAG_ID, path=str(invalid), dest=f"file://{home / 'landed-invalid'}/"
+            )
+        )
+    )
     _airflow(env, "dags", "reserialize")
     _airflow(env, "dags", "test", DAG_ID, "2026-01-02T03:04:05+00:00")
+    failed = subprocess.run(
+        [str(BIN / "airflow"), "dags", "test", INVALID_DAG_ID, "2026-01-02T03:04:05+00:00"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     with sqlite3.connect(home / "airflow.db") as db:
         runs = db.execute("SELECT run_id, state FROM dag_run WHERE dag_id = ?", (DAG_ID,)).fetchall()
+        bad = db.execute("SELECT run_id, state FROM dag_run WHERE dag_id = ?", (INVALID_DAG_ID,)).fetchall()
     assert len(runs) == 1 and runs[0][1] == "success", runs  # submit and fetch both succeeded
-    return {"home": home, "env": env, "port": port, "run_id": runs[0][0]}
+    assert len(bad) == 1 and bad[0][1] == "failed", (bad, failed.stdout[-2000:], failed.stderr[-2000:])
+    return {"home": home, "env": env, "port": port, "run_id": runs[0][0], "invalid_run_id": bad[0][0]}
 
 
 @pytest.fixture(scope="module")
@@ -437,6 +460,27 @@ def test_batches_page_in_the_airflow_ui(browser, api_server, emulator):
     # Following it opens the Airflow UI's task page on the plugin's tab.
     browser.open(f"{api_server}{link}", ready=f"{FRAME_DOC}.querySelector('.progress')")
     assert _bar(browser, FRAME_DOC) == {"completed": "3", "failed": "2", "total": "5"}
+
+
+def test_task_tab_of_a_submit_that_failed_validation_shows_why(browser, api_server, airflow_home):
+    run_id = airflow_home["invalid_run_id"]
+    browser.open(
+        f"{api_server}/dags/{INVALID_DAG_ID}/runs/{quote(run_id, safe='')}/tasks/submit/plugin/openai-batch",
+        ready=f"{FRAME_DOC}.querySelector('.failure')",
+    )
+    browser.screenshot("ui_task_tab_failed_validation.png")
+    html = browser.dump_dom(
+        "ui_task_tab_failed_validation.frame.html", f"{FRAME_DOC}.documentElement.outerHTML"
+    )
+    text = browser.evaluate(f"{FRAME_DOC}.body.innerText")
+    assert "Why this task failed" in text and "BatchFileError" in text
+    assert "No OpenAI batches recorded" not in text
+    rows = browser.evaluate(
+        f"Array.from({FRAME_DOC}.querySelectorAll('.failure tbody tr'))"
+        ".map(r => Array.from(r.cells).map(c => c.innerText))"
+    )
+    assert [(r[0], r[1]) for r in rows] == [("2", "invalid_json_line")], rows
+    assert API_KEY not in html
 
 
 def test_fetch_tab_lists_the_landed_files(browser, api_server, airflow_home):
