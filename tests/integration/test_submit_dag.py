@@ -67,7 +67,7 @@ def test_submit_defers_and_trigger_completes(dag_env):
     [batch] = manifest["batches"]
     assert batch["status"] == "completed"
     assert batch["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
-    assert batch["metadata"]["airflow_fingerprint"] == manifest["fingerprint"]
+    assert batch["metadata"]["airflow_fingerprint"] == f"v2:{manifest['fingerprint']}"  # scheme 2
     assert batch["metadata"]["airflow_shard"] == "1/1"
     # Small: ids and sizes only, never the requests.
     assert "question" not in json.dumps(manifest)
