@@ -10,8 +10,14 @@ Naming on the service side (what makes re-attaching possible without any
 Airflow state, which a retry clears):
 
 - every batch carries ``airflow_identity`` (the task instance, never the try),
-  ``airflow_fingerprint`` (the input) and ``airflow_shard`` (``"i/n"``, 1-based);
+  ``airflow_fingerprint`` (``v<scheme>:<fingerprint>`` of the input) and ``airflow_shard``
+  (``"i/n"``, 1-based);
 - every upload is named ``airflow-<identity>-<fingerprint>-<i>of<n>.jsonl``.
+
+The scheme is versioned (:data:`IDENTITY_SCHEME`) and its values are pinned by tests: a change
+that moves them would make the first retry after an upgrade pay for a second batch. A retry
+that spans an upgrade still matches the batches of the previous scheme
+(:func:`legacy_fingerprints`).
 """
 
 from __future__ import annotations
@@ -53,6 +59,14 @@ REATTACH_STATUSES = frozenset(
 )
 # Which of several re-attachable batches of one shard wins (lower is better).
 _PREFERENCE = {"completed": 0, "finalizing": 1, "in_progress": 2, "validating": 3, "expired": 4}
+
+#: Version of the identity and fingerprint scheme, written into each batch's
+#: ``airflow_fingerprint`` (``"v2:<hex>"``). 1 (a bare hex value): the fingerprint hashed the
+#: endpoint as the user spelled it (``chat/completions`` and ``/v1/chat/completions`` differed).
+#: 2: the canonical ``/v1`` endpoint.
+IDENTITY_SCHEME = 2
+
+_FINGERPRINT_META_RE = re.compile(r"^(?:v(?P<scheme>\d+):)?(?P<fp>[0-9a-f]{16})$")
 
 _FILENAME_RE = re.compile(
     r"^airflow-(?P<identity>[0-9a-f]{16})-(?P<fp>[0-9a-f]{16})-(?P<i>\d+)of(?P<n>\d+)\.jsonl$"
@@ -113,6 +127,41 @@ def input_fingerprint(content_sha256: str, endpoint: str, limits: Any = None) ->
     :param limits: A ``ShardLimits`` (or a mapping with the same keys).
     """
     return _sha16({"sha256": content_sha256, "endpoint": endpoint, "limits": _limits_tuple(limits)})
+
+
+def legacy_fingerprints(content_sha256: str, endpoint_as_given: str | None, limits: Any = None) -> list[str]:
+    """Fingerprints scheme 1 gave this input: a retry after an upgrade re-attaches to them.
+
+    :param endpoint_as_given: The endpoint as the task spelled it (operator argument, template or
+        the lines' url), before normalisation; scheme 1 hashed that spelling.
+    """
+    if not endpoint_as_given:
+        return []
+    return [input_fingerprint(content_sha256, endpoint_as_given, limits)]
+
+
+def fingerprint_metadata(fingerprint: str) -> str:
+    """The ``airflow_fingerprint`` metadata value: the fingerprint with its scheme version."""
+    return f"v{IDENTITY_SCHEME}:{fingerprint}"
+
+
+def parse_fingerprint_metadata(value: str | None) -> tuple[int, str] | None:
+    """Inverse of :func:`fingerprint_metadata`: ``(scheme, fingerprint)``; a bare value is scheme 1."""
+    match = _FINGERPRINT_META_RE.match(value or "")
+    if not match:
+        return None
+    return int(match.group("scheme") or 1), match.group("fp")
+
+
+def fingerprint_matches(value: str | None, fingerprint: str, legacy: Iterable[str] = ()) -> bool:
+    """Whether a batch's ``airflow_fingerprint`` names this input, in this scheme or scheme 1."""
+    parsed = parse_fingerprint_metadata(value)
+    if parsed is None:
+        return False
+    scheme, found = parsed
+    if scheme == IDENTITY_SCHEME:
+        return found == fingerprint
+    return scheme == 1 and (found == fingerprint or found in set(legacy))
 
 
 def shard_label(index: int, count: int) -> str:
@@ -178,7 +227,7 @@ def batch_metadata(
     return {
         **user,
         META_IDENTITY: identity.key,
-        META_FINGERPRINT: fingerprint,
+        META_FINGERPRINT: fingerprint_metadata(fingerprint),
         META_SHARD: shard_label(shard_index, shard_count),
         META_DAG_ID: identity.dag_id[:MAX_METADATA_VALUE],
         META_TASK_ID: identity.task_id[:MAX_METADATA_VALUE],
@@ -260,6 +309,7 @@ def plan_submission(
     shard_sizes: Sequence[int],
     batches: Iterable[Any],
     files: Iterable[Any] = (),
+    legacy: Sequence[str] = (),
 ) -> SubmitPlan:
     """Decide, per shard, between re-attach, create-from-upload and upload-and-create.
 
@@ -270,6 +320,8 @@ def plan_submission(
     :param batches: Batches whose metadata carries this identity (``hook.find_batches``).
     :param files: Uploaded files (``hook.iter_files(purpose="batch")``); only those named
         for this identity are considered.
+    :param legacy: Fingerprints an earlier scheme gave this input (:func:`legacy_fingerprints`):
+        batches and uploads carrying them are this input too.
     """
     count = len(shard_sizes)
     found = [b for b in batches if _metadata(b).get(META_IDENTITY) == identity]
@@ -280,11 +332,17 @@ def plan_submission(
     for batch in found:
         meta = _metadata(batch)
         parsed = parse_shard_label(meta.get(META_SHARD))
-        same_input = meta.get(META_FINGERPRINT) == fingerprint and parsed is not None and parsed[1] == count
+        same_input = (
+            fingerprint_matches(meta.get(META_FINGERPRINT), fingerprint, legacy)
+            and parsed is not None
+            and parsed[1] == count
+        )
         status = str(_get(batch, "status"))
         if not same_input:
-            fp = str(meta.get(META_FINGERPRINT))
-            if fp not in previous and fp != fingerprint:
+            value = meta.get(META_FINGERPRINT)
+            parsed_fp = parse_fingerprint_metadata(value)
+            fp = parsed_fp[1] if parsed_fp else str(value)
+            if fp not in previous and not fingerprint_matches(value, fingerprint, legacy):
                 previous.append(fp)
             if not BatchStatus.is_terminal(status) and status != BatchStatus.CANCELLING.value:
                 plan.stale_batches.append(batch)
@@ -306,7 +364,7 @@ def plan_submission(
         if parsed_name is None or parsed_name["identity"] != identity:
             continue
         ours.append(f)
-        if parsed_name["fingerprint"] != fingerprint or parsed_name["count"] != count:
+        if parsed_name["fingerprint"] not in {fingerprint, *legacy} or parsed_name["count"] != count:
             continue
         index = parsed_name["index"]
         usable = _get(f, "status") not in ("error", "deleted") and _get(f, "bytes") == shard_sizes[index]

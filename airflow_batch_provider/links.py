@@ -31,6 +31,11 @@ BATCH_IDS_XCOM_KEY = "batch_ids"
 BATCH_LINKS_XCOM_KEY = "batch_links"
 #: XCom key of the landed ``manifest.json`` URI, pushed by the fetch operator.
 LANDED_MANIFEST_XCOM_KEY = "landed_manifest_uri"
+#: XCom key of why a submit failed (validation problems, the service's error), for the UI.
+FAILURE_XCOM_KEY = "batch_failure"
+#: Problems kept in that XCom (the count is exact; the task log has them all).
+MAX_FAILURE_PROBLEMS = 50
+_MAX_FAILURE_TEXT = 4000
 #: How many per-batch links an operator shows; the plugin's task tab lists every batch.
 MAX_BATCH_LINKS = 8
 
@@ -85,7 +90,15 @@ class OpenAIBatchManifestLink(BaseOperatorLink):
         return "_link_openai_batch_manifest"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        return _safe(lambda: storage_browser_url(XCom.get_value(ti_key=ti_key, key=LANDED_MANIFEST_XCOM_KEY)))
+        def build() -> str:
+            # The fetch that ran knows whether it landed ("" while it waits): asking XCom for a
+            # manifest not written yet makes the task SDK log "XCom not found" on every wait.
+            uri = getattr(operator, "_landed_manifest_uri", None)
+            if uri is None:
+                uri = XCom.get_value(ti_key=ti_key, key=LANDED_MANIFEST_XCOM_KEY)
+            return storage_browser_url(uri) if uri else ""
+
+        return _safe(build)
 
 
 def batch_links(count: int = MAX_BATCH_LINKS) -> tuple[OpenAIBatchLink, ...]:
@@ -119,8 +132,13 @@ def persist_batch_links(context: Any, hook: Any, batch_ids: Iterable[str]) -> li
     return urls
 
 
-def persist_landed_manifest(context: Any, uri: str) -> None:
-    """Push the landed manifest's URI for :class:`OpenAIBatchManifestLink` (used by fetch)."""
+def persist_landed_manifest(context: Any, uri: str, operator: Any = None) -> None:
+    """Push the landed manifest's URI for :class:`OpenAIBatchManifestLink` (used by fetch).
+
+    :param operator: the fetch operator: it remembers the URI, so its link needs no XCom read.
+    """
+    if operator is not None:
+        operator._landed_manifest_uri = str(uri)
     try:
         context["ti"].xcom_push(key=LANDED_MANIFEST_XCOM_KEY, value=str(uri))
     except Exception as err:
@@ -151,3 +169,36 @@ def storage_browser_url(uri: Any) -> str:
     if parts.scheme == "" and text.startswith("/"):
         return f"file://{quote(text)}"
     return text
+
+
+def failure_summary(err: BaseException) -> dict[str, Any]:
+    """A small, bounded account of why a task failed: the error, and the validator's problems.
+
+    :return: ``{"error", "message", "problem_count", "problems": [{"line", "code", "message",
+        "custom_id"}], "source"}`` (at most :data:`MAX_FAILURE_PROBLEMS` problems).
+    """
+    report = getattr(err, "report", None)
+    problems = list(getattr(report, "problems", None) or ())[:MAX_FAILURE_PROBLEMS]
+    return {
+        "error": type(err).__name__,
+        "message": str(err)[:_MAX_FAILURE_TEXT],
+        "problem_count": int(getattr(report, "problem_count", 0) or 0),
+        "problems": [
+            {
+                "line": getattr(p, "line", None),
+                "code": str(getattr(p, "code", "")),
+                "message": str(getattr(p, "message", ""))[:500],
+                "custom_id": getattr(p, "custom_id", None),
+            }
+            for p in problems
+        ],
+        "source": getattr(report, "source", None),
+    }
+
+
+def persist_failure(context: Any, err: BaseException) -> None:
+    """Push :func:`failure_summary` so the task tab shows why, not "no batches yet"; never raises."""
+    try:
+        context["ti"].xcom_push(key=FAILURE_XCOM_KEY, value=failure_summary(err))
+    except Exception as push_err:
+        log.warning("Could not record why the task failed for the UI (%s).", push_err)

@@ -242,3 +242,18 @@ def estimate_cost(
     if source == "built-in":
         result["note"] = f"estimate from built-in prices as of {PRICES_AS_OF}; the invoice is authoritative"
     return result
+
+
+def format_usd(amount: float | None) -> str:
+    """A cost as a person reads it: ``$12.34``, ``$0.35``, ``<$0.01``; ``unknown`` for ``None``.
+
+    Never ``$0.000052`` or ``5.2e-05``: below a cent says so (the exact value stays in the manifest).
+    """
+    if amount is None:
+        return "unknown"
+    value = float(amount)
+    if value == 0:
+        return "$0.00"
+    if 0 < value < 0.01:
+        return "<$0.01"
+    return f"${value:,.2f}"

@@ -199,6 +199,23 @@ def _split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield bytes(pending)
 
 
+def missing_connection_message(conn_id: str) -> str:
+    """What to do when the connection is not defined: the variable to set, or where else to define it."""
+    return (
+        f"The connection {conn_id!r} is not defined. Define it, for example as the environment variable "
+        f'AIRFLOW_CONN_{conn_id.upper()}=\'{{"conn_type": "openai", "password": "<API key>", '
+        f'"host": "https://api.openai.com/v1"}}\' (set where the workers, triggerer and api-server run), '
+        "or under Admin > Connections, or with `airflow connections add`."
+    )
+
+
+def _lacks_api_version(settings: ClientSettings) -> bool:
+    """A custom OpenAI host whose path stops short of ``/v1`` (Azure's urls have none)."""
+    if settings.azure or not settings.base_url:
+        return False
+    return not urlsplit(str(settings.base_url)).path.rstrip("/").endswith("/v1")
+
+
 class OpenAIBatchHook(BaseHook):
     """Files and Batches of the OpenAI Batch API (or any compatible service, Azure included).
 
@@ -228,9 +245,20 @@ class OpenAIBatchHook(BaseHook):
     def settings(self) -> ClientSettings:
         """The connection as read for the SDK (read once per hook)."""
         if self._settings is None:
-            conn = self.get_connection(self.conn_id)
+            with self._connection_defined():
+                conn = self.get_connection(self.conn_id)
             self._settings = settings_from_connection(conn, conn.extra_dejson)
         return self._settings
+
+    @contextlib.contextmanager
+    def _connection_defined(self) -> Iterator[None]:
+        """Airflow's "conn_id isn't defined", with the variable to set (same exception type)."""
+        try:
+            yield
+        except Exception as err:
+            if not any(c.__name__ == "AirflowNotFoundException" for c in type(err).__mro__):
+                raise
+            raise type(err)(missing_connection_message(self.conn_id)) from None
 
     def get_conn(self) -> openai.OpenAI:
         """Return this hook's ``OpenAI`` (or ``AzureOpenAI``) client, built once."""
@@ -241,14 +269,15 @@ class OpenAIBatchHook(BaseHook):
     async def _aload_settings(self) -> ClientSettings:
         from airflow.sdk import Connection
 
-        if hasattr(Connection, "aextra_dejson"):
-            # Airflow >= 3.3.2: fetching and masking never block the loop.
-            conn = await self.aget_connection(self.conn_id)
-            extras = await conn.aextra_dejson()
-        else:
-            # Older Airflow masks secrets with a blocking call: keep it off the loop.
-            conn = await asyncio.to_thread(self.get_connection, self.conn_id)
-            extras = await asyncio.to_thread(lambda: conn.extra_dejson)
+        with self._connection_defined():
+            if hasattr(Connection, "aextra_dejson"):
+                # Airflow >= 3.3.2: fetching and masking never block the loop.
+                conn = await self.aget_connection(self.conn_id)
+                extras = await conn.aextra_dejson()
+            else:
+                # Older Airflow masks secrets with a blocking call: keep it off the loop.
+                conn = await asyncio.to_thread(self.get_connection, self.conn_id)
+                extras = await asyncio.to_thread(lambda: conn.extra_dejson)
         return settings_from_connection(conn, extras)
 
     async def get_async_conn(self) -> openai.AsyncOpenAI:
@@ -296,6 +325,11 @@ class OpenAIBatchHook(BaseHook):
                     "'organization' and 'project' extras."
                 )
             if status == 404:
+                if settings is not None and _lacks_api_version(settings):
+                    return BatchNotFoundError(
+                        f"{action}: {where} answered 404 ({detail}{request_id}). The Batch API lives under "
+                        f"/v1: set the host of connection {conn!r} to {str(where).rstrip('/')}/v1."
+                    )
                 return BatchNotFoundError(
                     f"{action}: not found at {where} (404: {detail}{request_id}). Check the id, and that "
                     f"connection {conn!r} points at the organization and project that created it."

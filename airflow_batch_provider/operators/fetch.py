@@ -43,12 +43,14 @@ from airflow_batch_provider.idempotency import (
     batch_metadata,
     deadline_from,
     input_fingerprint,
+    legacy_fingerprints,
     plan_submission,
     run_horizon,
     upload_filename,
 )
 from airflow_batch_provider.lineage import asset_extra, emit_asset_events, fetch_lineage
 from airflow_batch_provider.links import OpenAIBatchManifestLink, persist_landed_manifest
+from airflow_batch_provider.pricing import format_usd
 from airflow_batch_provider.results import BatchResults, InputShard, join_results
 from airflow_batch_provider.storage import (
     as_object_storage_path,
@@ -135,6 +137,8 @@ class OpenAIBatchFetchOperator(BaseOperator):
         if poll_interval <= 0 or max_poll_interval < poll_interval:
             raise ValueError("poll_interval must be > 0 and max_poll_interval >= poll_interval")
         self.batches = batches
+        #: The landed manifest of this run ("" until it lands): the manifest link reads it.
+        self._landed_manifest_uri = ""
         self.destination = destination
         self.conn_id = conn_id
         self.destination_conn_id = destination_conn_id
@@ -429,6 +433,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
         with open(retry_path, "rb") as handle:
             shards = plan_shards(iter_lines(handle), limits)
         fingerprint = input_fingerprint(report.sha256, endpoint, limits)
+        legacy = legacy_fingerprints(report.sha256, declared, limits)  # a retry spanning an upgrade
         ti = context["ti"]
         identity = Identity(
             ti.dag_id,
@@ -440,12 +445,17 @@ class OpenAIBatchFetchOperator(BaseOperator):
         horizon = run_horizon(context)
         found = hook.find_batches({META_IDENTITY: identity.key}, created_after=horizon)
         plan = plan_submission(
-            identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found
+            identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found, legacy=legacy
         )
         if plan.to_create:
             files = list(hook.iter_files(purpose="batch", created_after=horizon))
             plan = plan_submission(
-                identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found, files=files
+                identity=identity.key,
+                fingerprint=fingerprint,
+                shard_sizes=sizes,
+                batches=found,
+                files=files,
+                legacy=legacy,
             )
         for batch in [*plan.duplicate_batches, *plan.stale_batches]:
             self.log.warning(
@@ -557,19 +567,19 @@ class OpenAIBatchFetchOperator(BaseOperator):
             )
         manifest = self._write_manifest(context, state, report, results, used_uri, status="complete")
         self._manifest = manifest
-        persist_landed_manifest(context, manifest["manifest_uri"])
+        persist_landed_manifest(context, manifest["manifest_uri"], self)
         named = emit_asset_events(context, self.outlets, asset_extra(manifest))
         if named:
             self.log.info(
                 "Asset events for %s carry the counts and %s", ", ".join(named), manifest["manifest_uri"]
             )
         self.log.info(
-            "Fetched %d batch(es) in %d round(s) to %s: %s; cost %s USD",
+            "Fetched %d batch(es) in %d round(s) to %s: %s; estimated cost %s",
             len(manifest["batch_ids"]),
             len(manifest["rounds"]),
             manifest["destination"],
             ", ".join(f"{k}={v}" for k, v in manifest["counts"].items()),
-            (manifest.get("cost") or {}).get("usd"),
+            format_usd((manifest.get("cost") or {}).get("usd")),
         )
         return fm.small_form(manifest)
 

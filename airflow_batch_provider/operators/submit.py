@@ -51,14 +51,16 @@ from airflow_batch_provider.idempotency import (
     batch_metadata,
     build_manifest,
     deadline_from,
+    fingerprint_matches,
     input_fingerprint,
+    legacy_fingerprints,
     plan_submission,
     run_horizon,
     shard_label,
     upload_filename,
 )
 from airflow_batch_provider.lineage import submit_lineage
-from airflow_batch_provider.links import batch_links, persist_batch_links
+from airflow_batch_provider.links import batch_links, persist_batch_links, persist_failure
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
@@ -215,6 +217,13 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         return ShardLimits(**fields)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        try:
+            return self._execute(context)
+        except BatchProviderError as err:
+            persist_failure(context, err)  # the task tab shows why (problems, the service's error)
+            raise
+
+    def _execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
         identity = Identity(
             ti.dag_id, ti.task_id, ti.run_id, ti.map_index if ti.map_index is not None else -1
@@ -248,6 +257,8 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             with path.open("rb") as fileobj:
                 shards = plan_shards(iter_lines(fileobj), limits)
             fingerprint = input_fingerprint(report.sha256, endpoint, limits)
+            # A retry that spans an upgrade: the previous scheme hashed the endpoint as spelled.
+            legacy = legacy_fingerprints(report.sha256, self.endpoint or default_endpoint or endpoint, limits)
             self.log.info(
                 "Input %s: %d requests, %d bytes, model %s -> %d shard(s); identity %s, fingerprint %s",
                 input_uri or "(records)",
@@ -259,7 +270,14 @@ class OpenAIBatchSubmitOperator(BaseOperator):
                 fingerprint,
             )
             batches = self._submit(
-                hook, path, identity, fingerprint, line_url, shards, horizon=run_horizon(context)
+                hook,
+                path,
+                identity,
+                fingerprint,
+                line_url,
+                shards,
+                horizon=run_horizon(context),
+                legacy=legacy,
             )
 
         manifest = build_manifest(
@@ -321,15 +339,19 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         A fresh operator instance: everything comes from the method kwargs, or from the
         manifest XCom pushed before deferring, never from attributes set in ``execute``.
         """
-        if manifest is None:
-            ti = context["ti"]
-            manifest = ti.xcom_pull(task_ids=ti.task_id, key=MANIFEST_XCOM_KEY, map_indexes=ti.map_index)
-        if not manifest:
-            raise BatchProviderError(
-                "The task resumed without its manifest (neither in the resume kwargs nor in XCom "
-                f"{MANIFEST_XCOM_KEY!r}); clear the task: it re-attaches to its batches."
-            )
-        return self._complete(manifest, event)
+        try:
+            if manifest is None:
+                ti = context["ti"]
+                manifest = ti.xcom_pull(task_ids=ti.task_id, key=MANIFEST_XCOM_KEY, map_indexes=ti.map_index)
+            if not manifest:
+                raise BatchProviderError(
+                    "The task resumed without its manifest (neither in the resume kwargs nor in XCom "
+                    f"{MANIFEST_XCOM_KEY!r}); clear the task: it re-attaches to its batches."
+                )
+            return self._complete(manifest, event)
+        except BatchProviderError as err:
+            persist_failure(context, err)
+            raise
 
     def on_kill(self) -> None:
         """Cancel the batches of a synchronous wait when asked to (a deferred wait: the trigger does)."""
@@ -388,22 +410,33 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         shards: list[ShardInfo],
         *,
         horizon: float | None,
+        legacy: Sequence[str] = (),
     ) -> list[Any]:
         sizes = [s.byte_count for s in shards]
         # Nothing of this run predates the horizon: the listing stops there, not at the
         # account's first batch.
         found = hook.find_batches({"airflow_identity": identity.key}, created_after=horizon)
         plan = plan_submission(
-            identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found
+            identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found, legacy=legacy
         )
         if plan.to_create:  # only then are uploads worth listing
             files = list(hook.iter_files(purpose="batch", created_after=horizon))
             plan = plan_submission(
-                identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found, files=files
+                identity=identity.key,
+                fingerprint=fingerprint,
+                shard_sizes=sizes,
+                batches=found,
+                files=files,
+                legacy=legacy,
             )
 
         if plan.input_changed and plan.to_create:
-            old = [b.id for b in found if b.metadata and b.metadata.get("airflow_fingerprint") != fingerprint]
+            old = [
+                b.id
+                for b in found
+                if b.metadata
+                and not fingerprint_matches(b.metadata.get("airflow_fingerprint"), fingerprint, legacy)
+            ]
             message = (
                 f"The input changed since this task instance created batches {old} "
                 f"(fingerprints {plan.previous_fingerprints}, now {fingerprint})"

@@ -6,7 +6,7 @@ Airflow's own auth dependencies: the JWT cookie the UI holds, or a Bearer token)
 - ``GET /ti?dag_id=&run_id=&task_id=&map_index=``: the task-instance tab (HTML);
   ``GET /api/ti``: the same data as JSON. Needs read access to the DAG's task
   instances and XComs.
-- ``GET /batches?conn_id=&status=&after=&limit=``: recent batches of a connection
+- ``GET /batches?conn_id=&status=&dag_id=&after=&limit=``: recent batches of a connection
   (HTML); ``GET /api/batches``: as JSON. Needs read access to that connection, whose
   key the server uses on the user's behalf (the key itself is never shown). Rows are
   only those of DAGs the user may read (the batch's ``airflow_dag_id`` metadata);
@@ -52,7 +52,14 @@ from airflow_batch_provider.plugins.task_source import (
     read_landed_manifest,
     read_task_refs,
 )
-from airflow_batch_provider.plugins.view_model import META_DAG_ID, batch_view, browser_href, totals
+from airflow_batch_provider.plugins.view_model import (
+    META_DAG_ID,
+    batch_view,
+    browser_href,
+    error_codes,
+    failure_view,
+    totals,
+)
 
 #: Seconds a page waits for the service before showing what the task recorded.
 LIVE_READ_TIMEOUT = 12.0
@@ -254,6 +261,8 @@ def _apply_landed_manifest(refs: TaskRefs, manifest: Mapping[str, Any]) -> list[
         refs.conn_id = manifest["conn_id"]
     if refs.fetch is not None and not refs.fetch.get("results_uri"):
         refs.fetch["results_uri"] = (manifest.get("results") or {}).get("uri")
+    if refs.fetch is not None:
+        refs.fetch["error_codes"] = error_codes(manifest.get("reconciliation"))
     return [dict(row) for row in manifest.get("landed") or () if isinstance(row, Mapping)]
 
 
@@ -351,6 +360,7 @@ def task_view(
         "batches": views,
         "totals": total,
         "fetch": fetch,
+        "failure": failure_view(refs.failure),
         "notices": notices,
         "refresh": pages.REFRESH_SECONDS if active else 0,
         "generated_at": now,
@@ -412,8 +422,18 @@ def _status_matches(status: str, wanted: str) -> bool:
     return status == wanted
 
 
+def _dag_matches(batch: Any, dag_id: str) -> bool:
+    return not dag_id or (getattr(batch, "metadata", None) or {}).get(META_DAG_ID) == dag_id
+
+
 def list_view(
-    conn_id: str, access: DagAccess, *, status: str = "", after: str | None = None, limit: int = 20
+    conn_id: str,
+    access: DagAccess,
+    *,
+    status: str = "",
+    after: str | None = None,
+    limit: int = 20,
+    dag_id: str = "",
 ) -> dict[str, Any]:
     """One page of a connection's batches, newest first (also the ``/api/batches`` answer).
 
@@ -426,6 +446,7 @@ def list_view(
     view: dict[str, Any] = {
         "conn_id": conn_id,
         "status": status,
+        "dag_id": dag_id,
         "after": after,
         "limit": limit,
         "batches": [],
@@ -443,7 +464,7 @@ def list_view(
         cursor, more = start, True
         rows: list[Any] = []
         while more and len(rows) < limit and view["scanned"] < LIST_MAX_SCAN:
-            kwargs: dict[str, Any] = {"limit": LIST_CHUNK if status or not access.every else limit}
+            kwargs: dict[str, Any] = {"limit": LIST_CHUNK if status or dag_id or not access.every else limit}
             if cursor:
                 kwargs["after"] = cursor
             page = client.batches.list(**kwargs)
@@ -452,7 +473,11 @@ def list_view(
             for index, batch in enumerate(data):
                 view["scanned"] += 1
                 cursor = batch.id
-                if _status_matches(batch.status, status) and access.may_see(batch.metadata):
+                if (
+                    _status_matches(batch.status, status)
+                    and _dag_matches(batch, dag_id)
+                    and access.may_see(batch.metadata)
+                ):
                     rows.append(batch)
                 if len(rows) >= limit:
                     more = more or index < len(data) - 1
@@ -522,6 +547,7 @@ def _conn_choices(session: Any, user: Any) -> list[str]:
 StatusQuery = Annotated[str, Query(max_length=20, pattern=r"^[a-z_]*$")]
 AfterQuery = Annotated[str | None, Query(max_length=300)]
 LimitQuery = Annotated[int, Query(ge=1, le=100)]
+DagQuery = Annotated[str, Query(max_length=250)]
 
 
 @app.get("/api/batches")
@@ -532,11 +558,12 @@ def batches_json(
     status: StatusQuery = "",
     after: AfterQuery = None,
     limit: LimitQuery = 20,
+    dag_id: DagQuery = "",
 ) -> JSONResponse:
     choices = _conn_choices(session, user)
     access = dag_access(user, session)
     session.close()
-    view = list_view(conn_id, access, status=status, after=after, limit=limit)
+    view = list_view(conn_id, access, status=status, after=after, limit=limit, dag_id=dag_id.strip())
     view["conn_ids"] = choices
     return JSONResponse(view, headers={"Cache-Control": "no-store"})
 
@@ -550,11 +577,12 @@ def batches_page(
     status: StatusQuery = "",
     after: AfterQuery = None,
     limit: LimitQuery = 20,
+    dag_id: DagQuery = "",
 ) -> HTMLResponse:
     choices = _conn_choices(session, user)
     access = dag_access(user, session)
     session.close()
-    view = list_view(conn_id, access, status=status, after=after, limit=limit)
+    view = list_view(conn_id, access, status=status, after=after, limit=limit, dag_id=dag_id.strip())
     view["conn_ids"] = choices
     root = request.scope.get("root_path", "")
     nonce = _nonce()

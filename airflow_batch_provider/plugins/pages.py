@@ -14,7 +14,8 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from airflow_batch_provider.batch_status import BatchStatus
-from airflow_batch_provider.plugins.view_model import format_duration, seconds_of
+from airflow_batch_provider.plugins.view_model import format_duration, place_label, seconds_of
+from airflow_batch_provider.pricing import format_usd
 
 #: Seconds between refreshes of a page whose batches may still change.
 REFRESH_SECONDS = 10
@@ -107,10 +108,12 @@ def progress_bar(bar: Mapping[str, Any], *, compact: bool = False) -> str:
     )
 
 
-def tokens(usage: Mapping[str, Any]) -> str:
+def tokens(usage: Mapping[str, Any], *, terminal: bool = False) -> str:
     total = int(usage.get("total_tokens") or 0)
     if not total:
-        return '<span class="muted">none yet</span>'
+        # "none yet" of a finished batch would promise tokens that never come.
+        text = "not reported by the service" if terminal else "none yet"
+        return f'<span class="muted">{text}</span>'
     return (
         f"{total:,} total: {int(usage.get('input_tokens') or 0):,} in "
         f"({int(usage.get('cached_tokens') or 0):,} cached), {int(usage.get('output_tokens') or 0):,} out "
@@ -119,10 +122,10 @@ def tokens(usage: Mapping[str, Any]) -> str:
 
 
 def usd(value: Any) -> str:
+    """A readable cost (``$0.35``, ``<$0.01``); the exact amount stays in the manifest."""
     if value is None:
         return '<span class="muted">unknown</span>'
-    amount = float(value)
-    return f"${amount:,.4f}" if amount >= 0.01 or amount == 0 else f"${amount:.6f}"
+    return e(format_usd(float(value)))
 
 
 def cost(cost_info: Mapping[str, Any] | None) -> str:
@@ -182,12 +185,12 @@ def batch_card(view: Mapping[str, Any]) -> str:
     title = [badge(view["status"]), f'<code class="batch-id">{e(view["id"])}</code>']
     if view.get("console_url"):
         title.append(link(view["console_url"], "open in console ↗", external=True, cls="console"))
-    shard_label = (view.get("airflow") or {}).get("shard")
+    place = place_label(view)
+    if place:
+        title.append(f'<span class="place">{e(place)}</span>')
     if shard.get("start_line") is not None and shard.get("line_count") is not None:
         last = int(shard["start_line"]) + int(shard["line_count"]) - 1
-        shard_label = f"{shard_label or ''} input lines {shard['start_line']}–{last}".strip()
-    if shard_label:
-        title.append(f'<span class="muted">shard {e(shard_label)}</span>')
+        title.append(f'<span class="muted">input lines {e(shard["start_line"])}–{e(last)}</span>')
     rows: list[tuple[str, str]] = [("Model", e(view.get("model"))), ("Endpoint", e(view.get("endpoint")))]
     rows += [(label, timestamp(timings.get(key))) for key, label in _TIMESTAMP_LABELS]
     if durations:
@@ -200,7 +203,7 @@ def batch_card(view: Mapping[str, Any]) -> str:
             eta_text += f' <span class="warn">{e(eta["warning"])}</span>'
         rows.append(("ETA", eta_text))
         rows.append(("Expires", timestamp(timings.get("expires_at"))))
-    rows.append(("Tokens", tokens(view.get("usage") or {})))
+    rows.append(("Tokens", tokens(view.get("usage") or {}, terminal=bool(view.get("terminal")))))
     rows.append(("Estimated cost", cost(view.get("cost"))))
     files = [
         f"{label} <code>{e(view.get(key))}</code>"
@@ -257,7 +260,8 @@ border-radius:8px}ul.landed{margin:4px 0;padding-left:18px}.kind{font-weight:600
 gap:10px;flex-wrap:wrap;align-items:end;margin:8px 0 12px}form.filters label{display:flex;flex-direction:
 column;font-size:12px;color:var(--muted)}select,input,button{font:inherit;padding:3px 6px}.list td .progress{
 min-width:140px}.list .progress-label{white-space:nowrap;font-size:12px}
-.list code.batch-id{word-break:break-all}
+.list code.batch-id{word-break:break-all}.place{font-weight:600;color:var(--run)}
+pre.message{white-space:pre-wrap;font:12px ui-monospace,Menlo,monospace;margin:6px 0}
 .pager{display:flex;gap:14px;margin:10px 0}.toolbar{display:flex;gap:14px;align-items:
 center;color:var(--muted);font-size:12px;margin-top:14px}
 """
@@ -314,6 +318,54 @@ def layout(title: str, content: str, *, nonce: str, refresh: int = 0) -> str:
     )
 
 
+def failure_card(failure: Mapping[str, Any]) -> str:
+    """Why the task failed: the error, then the validator's problems (line, code, what to fix)."""
+    count = int(failure.get("problem_count") or 0)
+    heading = f"{e(failure.get('error'))}"
+    if count:
+        heading += f": {count:,} problem{'' if count == 1 else 's'} in the input, nothing was uploaded"
+    rows = "".join(
+        "<tr>"
+        f'<td class="num">{e(p.get("line") if p.get("line") is not None else "file")}</td>'
+        f"<td><code>{e(p.get('code'))}</code></td><td>{e(p.get('message'))}</td>"
+        f"<td>{e(p.get('custom_id'))}</td></tr>"
+        for p in failure.get("problems") or ()
+    )
+    table = (
+        '<table class="problems"><thead><tr><th>Line</th><th>Code</th><th>Problem and fix</th>'
+        f"<th>custom_id</th></tr></thead><tbody>{rows}</tbody></table>"
+        if rows
+        else ""
+    )
+    more = (
+        f'<p class="muted">… and {int(failure["more"]):,} more (the task log lists them all).</p>'
+        if failure.get("more")
+        else ""
+    )
+    message = "" if rows else f'<pre class="message">{e(failure.get("message"))}</pre>'
+    return (
+        f'<section class="card outcome-bad failure"><header>{badge("failed")}'
+        f"<strong>Why this task failed</strong></header><p>{heading}</p>{message}{table}{more}</section>"
+    )
+
+
+def error_codes_table(groups: Sequence[Mapping[str, Any]]) -> str:
+    """Failed requests by error code: count and a few custom_ids of each."""
+    if not groups:
+        return ""
+    rows = "".join(
+        f"<tr><td><code>{e(g.get('code'))}</code></td><td>{e(g.get('status'))}</td>"
+        f'<td class="num">{e(g.get("count"))}</td>'
+        f"<td>{e(', '.join(g.get('custom_ids') or ()))}</td></tr>"
+        for g in groups
+    )
+    return (
+        '<h4>Failed requests by error code</h4><table class="error-codes"><thead><tr><th>Code</th>'
+        "<th>Status</th><th>Requests</th><th>Sample custom_ids</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
+
+
 def task_page(view: Mapping[str, Any], *, nonce: str) -> str:
     """The task-instance tab."""
     ti = view["task_instance"]
@@ -326,7 +378,9 @@ def task_page(view: Mapping[str, Any], *, nonce: str) -> str:
     parts = [f"<h1>OpenAI batches of <code>{e(ti['task_id'])}</code></h1>", f'<div class="sub">{where}</div>']
     parts += [f'<p class="notice">{e(n)}</p>' for n in view.get("notices") or ()]
     batches = view.get("batches") or []
-    if not batches:
+    if view.get("failure"):
+        parts.append(failure_card(view["failure"]))
+    elif not batches:
         parts.append(
             '<div class="empty">No OpenAI batches recorded for this task instance yet. Batches appear here '
             "as soon as the submit operator (or sensor) has created or found them.</div>"
@@ -337,7 +391,12 @@ def task_page(view: Mapping[str, Any], *, nonce: str) -> str:
         parts.append(
             f'<section class="card summary"><header><strong>{len(batches)} batches</strong>'
             f'<span class="muted">{e(statuses)}</span></header>{progress_bar(total["progress"])}'
-            + _dl([("Tokens", tokens(total["usage"])), ("Estimated cost", usd(total["cost_usd"]))])
+            + _dl(
+                [
+                    ("Tokens", tokens(total["usage"], terminal=bool(total.get("all_terminal")))),
+                    ("Estimated cost", usd(total["cost_usd"])),
+                ]
+            )
             + "</section>"
         )
     parts += [batch_card(b) for b in batches]
@@ -349,7 +408,7 @@ def task_page(view: Mapping[str, Any], *, nonce: str) -> str:
             ("Requests", e(fetch.get("total"))),
             ("Outcome", e(", ".join(f"{k} {v}" for k, v in (fetch.get("counts") or {}).items()))),
         ]
-        parts.append(f"<h2>Landed results</h2>{_dl(rows)}")
+        parts.append(f"<h2>Landed results</h2>{_dl(rows)}{error_codes_table(fetch.get('error_codes') or ())}")
     return layout(
         f"OpenAI batches · {ti['task_id']}", "".join(parts), nonce=nonce, refresh=view.get("refresh", 0)
     )
@@ -370,6 +429,7 @@ def list_page(
     """The Batches page: recent batches of one connection, filter, paging."""
     conn_id = view.get("conn_id") or ""
     status = view.get("status") or ""
+    dag_id = view.get("dag_id") or ""
     choices = list(view.get("conn_ids") or [])
     if conn_id and conn_id not in choices:
         choices.insert(0, conn_id)
@@ -396,6 +456,7 @@ def list_page(
         f'<form class="filters" method="get" action="{e(page_url)}">'
         f"<label>Connection {conn_field}</label>"
         f'<label>Status <select name="status">{status_options}</select></label>'
+        f'<label>DAG <input name="dag_id" value="{e(dag_id)}" placeholder="any DAG"></label>'
         f'<label>Per page <select name="limit">{limit_options}</select></label>'
         '<button type="submit">Show</button></form>',
     ]
@@ -405,14 +466,15 @@ def list_page(
     if rows:
         body = "".join(_list_row(b, airflow_base, tab_route) for b in rows)
         parts.append(
-            '<table class="list"><thead><tr><th>Batch</th><th>Status</th><th>Progress</th><th>Model</th>'
-            "<th>Created</th><th>Airflow task</th><th>Tokens</th><th>Est. cost</th></tr></thead>"
+            '<table class="list"><thead><tr><th>Batch</th><th>Status</th><th>Progress</th><th>Errors</th>'
+            "<th>Model</th><th>Created</th><th>Duration / ETA</th><th>Airflow task</th><th>Tokens</th>"
+            "<th>Est. cost</th></tr></thead>"
             f"<tbody>{body}</tbody></table>"
         )
     elif not view.get("error"):
         scanned = view.get("scanned") or 0
         parts.append(f'<div class="empty">No batches here (looked at {e(scanned)}).</div>')
-    base = {"conn_id": conn_id, "status": status, "limit": limit}
+    base = {"conn_id": conn_id, "status": status, "limit": limit, **({"dag_id": dag_id} if dag_id else {})}
     pager = []
     if view.get("after"):
         pager.append(link(f"{page_url}?{urlencode(base)}", "« newest"))
@@ -433,6 +495,9 @@ def _list_row(view: Mapping[str, Any], airflow_base: str, tab_route: str) -> str
         task = link(url, f"{ids['dag_id']} › {ids['task_id']}", top=True) + (
             f'<div class="muted">{e(ids["run_id"])}</div>'
         )
+    place = place_label(view)
+    if place:
+        task += f'<div class="place">{e(place)}</div>'
     batch = f'<code class="batch-id">{e(view["id"])}</code>'
     if view.get("console_url"):
         batch += f"<div>{link(view['console_url'], 'console ↗', external=True)}</div>"
@@ -443,11 +508,34 @@ def _list_row(view: Mapping[str, Any], airflow_base: str, tab_route: str) -> str
     return (
         f'<tr data-batch-id="{e(view["id"])}" data-status="{e(view["status"])}"><td>{batch}</td>'
         f"<td>{badge(view['status'])}</td><td>{progress_bar(view['progress'], compact=True)}</td>"
+        f"<td class='num errors'>{_error_count(view)}</td>"
         f"<td>{e(view.get('model'))}<div class='muted'>{e(view.get('endpoint'))}</div></td>"
-        f"<td>{timestamp((view.get('timings') or {}).get('created_at'))}</td><td>{task}</td>"
+        f"<td>{timestamp((view.get('timings') or {}).get('created_at'))}</td>"
+        f"<td class='timing'>{_duration_or_eta(view)}</td><td>{task}</td>"
         f"<td class='num'>{int((view.get('usage') or {}).get('total_tokens') or 0):,}</td>"
         f"<td class='num'>{usd((view.get('cost') or {}).get('usd'))}</td></tr>"
     )
+
+
+def _error_count(view: Mapping[str, Any]) -> str:
+    """Failed requests, and the service's validation errors when the batch never ran."""
+    failed = int((view.get("progress") or {}).get("failed") or 0)
+    invalid = len(view.get("errors") or ())
+    parts = [f"{failed:,} failed"] if failed else []
+    if invalid:
+        parts.append(f"{invalid:,} invalid line{'' if invalid == 1 else 's'}")
+    return e(", ".join(parts)) if parts else '<span class="muted">none</span>'
+
+
+def _duration_or_eta(view: Mapping[str, Any]) -> str:
+    """How long a finished batch took, or when a running one should finish."""
+    if view.get("terminal"):
+        total = (view.get("durations") or {}).get("total")
+        return e(format_duration(total)) if total is not None else ""
+    eta = view.get("eta") or {}
+    if eta.get("seconds"):
+        return f"ETA {e(format_duration(eta['seconds']))}"
+    return f'<span class="muted">{e(eta.get("text"))}</span>'
 
 
 def error_page(status_code: int, message: str, *, nonce: str) -> str:

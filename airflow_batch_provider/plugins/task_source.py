@@ -7,7 +7,8 @@ Runs in the api-server, against Airflow's database. Which XComs hold what:
 - ``return_value``: the submit manifest (``conn_id``, ``batch_ids``, ``shards``,
   ``batches``: the last summaries) or the fetch summary (``manifest_uri``, ``results_uri``,
   ``batch_ids``, ``counts``);
-- ``landed_manifest_uri``: the fetch's ``manifest.json``.
+- ``landed_manifest_uri``: the fetch's ``manifest.json``;
+- ``batch_failure``: why a submit failed (validation problems, the service's error).
 
 The task's connection is the submit manifest's ``conn_id``, else the rendered
 ``conn_id`` template field (known while the task still waits), else the landed
@@ -27,10 +28,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_batch_provider.links import BATCH_IDS_XCOM_KEY, BATCH_LINKS_XCOM_KEY, LANDED_MANIFEST_XCOM_KEY
+from airflow_batch_provider.links import (
+    BATCH_IDS_XCOM_KEY,
+    BATCH_LINKS_XCOM_KEY,
+    FAILURE_XCOM_KEY,
+    LANDED_MANIFEST_XCOM_KEY,
+)
 
 RETURN_VALUE = "return_value"
-XCOM_KEYS = (RETURN_VALUE, BATCH_IDS_XCOM_KEY, BATCH_LINKS_XCOM_KEY, LANDED_MANIFEST_XCOM_KEY)
+XCOM_KEYS = (
+    RETURN_VALUE,
+    BATCH_IDS_XCOM_KEY,
+    BATCH_LINKS_XCOM_KEY,
+    LANDED_MANIFEST_XCOM_KEY,
+    FAILURE_XCOM_KEY,
+)
 DEFAULT_CONN_ID = "openai_default"
 #: A landed manifest larger than this is not read by the UI (it lists files, not results).
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -56,6 +68,7 @@ class TaskRefs:
     fetch: dict[str, Any] | None = None
     manifest_uri: str | None = None
     destination: str | None = None
+    failure: dict[str, Any] | None = None
 
 
 def _text(value: Any) -> str | None:
@@ -103,6 +116,8 @@ def refs_from_xcoms(
         }
     refs.manifest_uri = _text(xcoms.get(LANDED_MANIFEST_XCOM_KEY)) or _text(returned.get("manifest_uri"))
     refs.destination = _text(rendered_destination)
+    failure = xcoms.get(FAILURE_XCOM_KEY)
+    refs.failure = dict(failure) if isinstance(failure, Mapping) else None
     return refs
 
 

@@ -21,6 +21,10 @@ META_DAG_ID = "airflow_dag_id"
 META_TASK_ID = "airflow_task_id"
 META_RUN_ID = "airflow_run_id"
 META_SHARD = "airflow_shard"
+#: Written on the batches of a resubmission round (2, 3, ...) by the fetch operator.
+META_ROUND = "airflow_round"
+#: Rows of a failure or error-code table kept for a page (the counts stay exact).
+MAX_ROWS = 50
 
 _END_KEYS = ("completed_at", "failed_at", "expired_at", "cancelled_at")
 
@@ -212,6 +216,7 @@ def batch_view(
             "task_id": metadata.get(META_TASK_ID),
             "run_id": metadata.get(META_RUN_ID),
             "shard": metadata.get(META_SHARD),
+            "round": round_number(metadata.get(META_ROUND)),
         },
         "shard": dict(shard) if shard else None,
         "console_url": console_url
@@ -221,6 +226,69 @@ def batch_view(
         "source": source,
         "read_error": read_error,
     }
+
+
+def round_number(value: Any) -> int | None:
+    """The round of a resubmitted batch as people count it: ``airflow_round`` 1 (the fetch's first
+    resubmission, 0-based) is round 2, the submit being round 1; ``None`` for a first submission."""
+    try:
+        number = int(str(value))
+    except (TypeError, ValueError):
+        return None
+    return number + 1 if number >= 1 else None
+
+
+def place_label(view: Mapping[str, Any]) -> str:
+    """Where a batch sits in its task: ``"round 2"``, ``"shard 2/3"``, both, or ``""``.
+
+    A lone shard (``1/1``) says nothing, so it is not shown.
+    """
+    ids = view.get("airflow") or {}
+    parts = []
+    if ids.get("round"):
+        parts.append(f"round {ids['round']}")
+    shard = str(ids.get("shard") or "")
+    if shard and not shard.endswith("/1"):
+        parts.append(f"shard {shard}")
+    return ", ".join(parts)
+
+
+def failure_view(failure: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Why a submit failed, from its ``batch_failure`` XCom: bounded, JSON-safe."""
+    if not isinstance(failure, Mapping):
+        return None
+    problems = [
+        {k: p.get(k) for k in ("line", "code", "message", "custom_id")}
+        for p in list(failure.get("problems") or ())[:MAX_ROWS]
+        if isinstance(p, Mapping)
+    ]
+    count = int(failure.get("problem_count") or len(problems))
+    return {
+        "error": str(failure.get("error") or "Error"),
+        "message": str(failure.get("message") or ""),
+        "problem_count": count,
+        "problems": problems,
+        "more": max(count - len(problems), 0),
+        "source": failure.get("source"),
+    }
+
+
+def error_codes(reconciliation: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Failed requests by error code, from a landed manifest's reconciliation.
+
+    :return: ``[{"code", "status", "count", "custom_ids"}]``, most frequent first; counts are of
+        the manifest's sample (``unsuccessful_sample``), the custom_ids a few of each.
+    """
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in (reconciliation or {}).get("unsuccessful_sample") or ():
+        if not isinstance(row, Mapping):
+            continue
+        key = (str(row.get("code") or row.get("status") or "unknown"), str(row.get("status") or ""))
+        group = groups.setdefault(key, {"code": key[0], "status": key[1], "count": 0, "custom_ids": []})
+        group["count"] += 1
+        if len(group["custom_ids"]) < 5 and row.get("custom_id") is not None:
+            group["custom_ids"].append(str(row["custom_id"]))
+    return sorted(groups.values(), key=lambda g: (-g["count"], g["code"]))[:MAX_ROWS]
 
 
 def outcome(status: str, bar: Mapping[str, Any]) -> str:
@@ -258,17 +326,30 @@ def _is_summary(batch: Any) -> bool:
 def totals(batches: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Progress, usage and cost added up over a task's batches.
 
-    The cost is the sum of the batches that could be priced; ``cost_complete`` says
-    whether every batch could.
+    Each request counts once, with its final outcome: a resubmission round (``round`` >= 2)
+    re-runs requests that failed in an earlier round, so its requests add nothing to the
+    total and each one it completes moves from failed to completed. The cost is the sum of
+    the batches that could be priced (every round was paid); ``cost_complete`` says whether
+    every batch could.
     """
     views = list(batches)
     counts = {"total": 0, "completed": 0, "failed": 0}
     usage = Usage()
     usd = 0.0
     priced = 0
-    for view in views:
-        for key in counts:
-            counts[key] += int(view["progress"][key])
+
+    def round_of(view: Mapping[str, Any]) -> int:
+        return int((view.get("airflow") or {}).get("round") or 1)
+
+    for view in sorted(views, key=round_of):  # earlier rounds first: later ones re-run their failures
+        bar = view["progress"]
+        if round_of(view) > 1:
+            moved = min(int(bar["completed"]), counts["failed"])
+            counts["completed"] += moved
+            counts["failed"] -= moved
+        else:
+            for key in counts:
+                counts[key] += int(bar[key])
         one = Usage(**{k: int(v) for k, v in (view.get("usage") or {}).items()})
         usage.add(one)
         cost = (view.get("cost") or {}).get("usd")

@@ -310,17 +310,21 @@ class _Progress:
             if len(batches) == 1:
                 status = f"{batches[0]['id']} {batches[0]['status']}"
             pct = f"{100 * done / total:.1f}%" if total else "-"
-            eta = _duration((total - done) / rate) if rate > 0 and total > done else "-"
-            log.info(
-                "Batches %s: %d/%d requests done (%s), %d failed; %.1f req/s; ETA %s",
-                status,
-                done,
-                total,
-                pct,
-                failed,
-                rate,
-                eta,
-            )
+            if all(BatchStatus.is_terminal(b["status"]) for b in batches):
+                # Done: a rate and an ETA of a finished batch say nothing ("0.0 req/s; ETA -").
+                log.info("Batches %s: %d/%d requests done (%s), %d failed", status, done, total, pct, failed)
+            else:
+                eta = _duration((total - done) / rate) if rate > 0 and total > done else "-"
+                log.info(
+                    "Batches %s: %d/%d requests done (%s), %d failed; %.1f req/s; ETA %s",
+                    status,
+                    done,
+                    total,
+                    pct,
+                    failed,
+                    rate,
+                    eta,
+                )
         return True
 
 

@@ -46,7 +46,7 @@ def start_batch(
 
 
 def wait_batch(
-    client: openai.OpenAI, batch_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 15.0
+    client: openai.OpenAI, batch_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 60.0
 ) -> Batch:
     deadline = time.monotonic() + timeout
     while True:
@@ -58,7 +58,7 @@ def wait_batch(
 
 
 async def await_batch(
-    client: openai.AsyncOpenAI, batch_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 15.0
+    client: openai.AsyncOpenAI, batch_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 60.0
 ) -> Batch:
     deadline = time.monotonic() + timeout
     while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
@@ -14,8 +15,10 @@ def resume_after_restart(emulator, *, kill: bool) -> None:
     client = emulator.client(max_retries=5)
     finished, _, _ = run_batch(client, chat_lines(3, prefix="done"))
     batch = start_batch(client, chat_lines(150), metadata={"k": "v"})
+    deadline = time.monotonic() + 60
     while client.batches.retrieve(batch.id).request_counts.completed < 20:
-        pass
+        assert time.monotonic() < deadline, "the batch made no progress in 60 s"
+        time.sleep(0.01)
     emulator.restart(kill=kill)
 
     during = client.batches.retrieve(batch.id)

@@ -32,7 +32,7 @@ def request_lines(count: int, model: str = "gpt-4o-mini") -> list[bytes]:
     ]
 
 
-def wait_terminal(hook: OpenAIBatchHook, batch_id: str, timeout: float = 20.0):
+def wait_terminal(hook: OpenAIBatchHook, batch_id: str, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while True:
         batch = hook.get_batch(batch_id)

@@ -251,7 +251,7 @@ def test_task_view_falls_back_to_the_recorded_state_when_the_service_is_down(dag
 @pytest.mark.emulator(api_key=SECRET_KEY, requests_per_second=1)
 def test_task_view_of_a_running_batch_has_eta_and_refreshes(dag_env, client, auth):
     dr = _submit(dag_env, "ui_running", _request_lines(8), extra="wait_for_completion=False,")
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60  # a bound for failure only: no load reaches it
     while True:
         view = client.get(f"{PREFIX}/api/ti", params=_ti(dr, "submit"), headers=_as(auth["admin"])).json()
         [batch] = view["batches"]
@@ -272,7 +272,7 @@ def test_task_view_lists_validation_errors_with_line_numbers(dag_env, client, au
     dr = dag_env.run(dag)
     assert dag_env.states(dr) == {"make_bad_batch": "success"}
 
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60  # a bound for failure only: no load reaches it
     while True:
         view = client.get(
             f"{PREFIX}/api/ti", params=_ti(dr, "make_bad_batch"), headers=_as(auth["admin"])
@@ -342,7 +342,7 @@ def _make_batches(emulator, count: int, *, fail_validation: int = 0, metadata=No
             metadata=metadata,
         )
         ids.append(batch.id)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60  # a bound for failure only: no load reaches it
     while time.monotonic() < deadline:
         if all(client.batches.retrieve(b).status in ("completed", "failed") for b in ids):
             break
@@ -562,3 +562,14 @@ def test_task_tab_reads_a_manifest_only_under_the_tasks_destination(dag_env, cli
     assert "batch_planted" not in view["batch_ids"] and view["conn_id"] == "openai_default"
     assert any("outside the task's destination" in n for n in view["notices"])
     assert [b["source"] for b in view["batches"]] == ["live"]
+def test_task_view_of_a_submit_that_failed_validation_says_why(dag_env, client, auth):
+    lines = _request_lines(3).splitlines(keepends=True)
+    lines[1] = '{"custom_id": "q-1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": \n'
+    dr = _submit(dag_env, "ui_invalid_submit", "".join(lines))
+    assert dag_env.states(dr) == {"submit": "failed"}
+
+    view = client.get(f"{PREFIX}/api/ti", params=_ti(dr, "submit"), headers=_as(auth["admin"])).json()
+    assert view["batches"] == [] and view["failure"]["error"] == "BatchFileError"
+    assert [(p["line"], p["code"]) for p in view["failure"]["problems"]] == [(2, "invalid_json_line")]
+    page = client.get(f"{PREFIX}/ti", params=_ti(dr, "submit"), headers=_as(auth["admin"])).text
+    assert "Why this task failed" in page and "No OpenAI batches recorded" not in page

@@ -176,7 +176,7 @@ def test_waits_on_the_submit_manifest_from_xcom(dag_env):
 
 def test_already_finished_batches_succeed_without_deferring(dag_env):
     ids = _batches(dag_env.emulator, 1)
-    client, deadline = dag_env.emulator.client(), time.time() + 10
+    client, deadline = dag_env.emulator.client(), time.time() + 60
     while client.batches.retrieve(ids[0]).status != "completed" and time.time() < deadline:
         time.sleep(0.05)  # instant profile: done in a moment
     dag = _sensor_dag(dag_env, "sensor_done", json.dumps(ids), "deferrable")  # a rendered JSON string

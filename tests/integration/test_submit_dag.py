@@ -67,7 +67,7 @@ def test_submit_defers_and_trigger_completes(dag_env):
     [batch] = manifest["batches"]
     assert batch["status"] == "completed"
     assert batch["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
-    assert batch["metadata"]["airflow_fingerprint"] == manifest["fingerprint"]
+    assert batch["metadata"]["airflow_fingerprint"] == f"v2:{manifest['fingerprint']}"  # scheme 2
     assert batch["metadata"]["airflow_shard"] == "1/1"
     # Small: ids and sizes only, never the requests.
     assert "question" not in json.dumps(manifest)
@@ -108,6 +108,10 @@ def test_invalid_input_uploads_nothing(dag_env):
     stats = dag_env.emulator.stats()
     assert stats["files_uploaded"] == 0
     assert stats["batches_created"] == 0
+    # Why, for the task tab: the error and the problems with their lines, pushed before raising.
+    failure = dag_env.xcom(dr, "submit", "batch_failure")
+    assert failure["error"] == "BatchFileError" and failure["problem_count"] == 1
+    assert [(p["line"], p["code"]) for p in failure["problems"]] == [(2, "invalid_json_line")]
 
 
 def test_invalid_input_error_names_the_line(dag_env):
@@ -408,7 +412,7 @@ FETCH_WAITS = """
 
 
 @pytest.mark.emulator(requests_per_second=3)
-def test_fetch_that_waits_resumes_with_its_state_under_dag_test(dag_env):
+def test_fetch_that_waits_resumes_with_its_state_under_dag_test(dag_env, capfd):
     # submit returns at once; fetch finds the batch running, defers, and dag.test() resumes it
     # with the trigger's event only: the state comes back from XCom.
     src = dag_env.data / "in.jsonl"
@@ -427,3 +431,61 @@ def test_fetch_that_waits_resumes_with_its_state_under_dag_test(dag_env):
     assert dag_env.xcom(dr, "fetch")["batch_ids"] == dag_env.xcom(dr, "submit")["batch_ids"]
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["status"] for r in results] == ["succeeded"] * 4
+    # A wait is not an error: the manifest link asks XCom for nothing before the files land.
+    logged = capfd.readouterr()
+    assert "XCom not found" not in logged.out + logged.err
+
+
+PREVIOUS_VERSION = """
+    import hashlib, json
+    from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
+
+    def scheme_1_fingerprint(data, endpoint):
+        # Version 1, written out: sha256 over the input's digest, the endpoint AS SPELLED, the limits.
+        payload = {"sha256": hashlib.sha256(data).hexdigest(), "endpoint": endpoint,
+                   "limits": [50000, 209715200, 50000]}
+        raw = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(raw).hexdigest()[:16]
+
+    class UpgradedSubmit(OpenAIBatchSubmitOperator):
+        # Try 1 ran the previous version: it created the batch with its own metadata, then the
+        # worker died. Try 2 runs this version.
+        def execute(self, context):
+            ti = context["ti"]
+            if ti.try_number > 1:
+                return super().execute(context)
+            key = hashlib.sha256(json.dumps([ti.dag_id, ti.task_id, ti.run_id, -1],
+                                            separators=(",", ":")).encode()).hexdigest()[:16]
+            data = open(self.input_path, "rb").read()
+            fp = scheme_1_fingerprint(data, self.endpoint)
+            hook = OpenAIBatchHook(self.conn_id)
+            uploaded = hook.upload_file(iter([data]), filename=f"airflow-{key}-{fp}-1of1.jsonl")
+            hook.create_batch(uploaded.id, "/v1/chat/completions", metadata={
+                "airflow_identity": key, "airflow_fingerprint": fp, "airflow_shard": "1/1",
+                "airflow_dag_id": ti.dag_id, "airflow_task_id": ti.task_id, "airflow_run_id": ti.run_id})
+            raise RuntimeError("worker killed; the deployment is upgraded before the retry")
+"""
+
+
+def test_a_retry_across_an_upgrade_reattaches_to_the_previous_versions_batch(dag_env):
+    src = dag_env.data / "in.jsonl"
+    src.write_text(chat_lines(3))
+    dag = dag_env.write_dag(
+        "submit_upgrade",
+        _submit_dag(
+            "submit_upgrade",
+            str(src),
+            extra="endpoint='chat/completions', retries=1, retry_delay=timedelta(seconds=0),",
+            header=PREVIOUS_VERSION,
+            cls="UpgradedSubmit",
+        ),
+    )
+
+    dr = dag_env.run(dag)
+
+    assert dag_env.states(dr) == {"submit": "success"}
+    assert dag_env.try_number(dr, "submit") == 2
+    stats = dag_env.emulator.stats()
+    assert stats["batches_created"] == 1, "the retry paid for a second batch"
+    assert stats["files_uploaded"] == 1
+    assert dag_env.xcom(dr, "submit")["batches"][0]["status"] == "completed"

@@ -52,6 +52,12 @@ EMULATORS: dict[str, dict[str, Any]] = {
     "slow": {"profile": "fast", "requests_per_second": 2},
     "expiring": {"profile": "fast", "requests_per_second": 8, "completion_window_seconds": 3},
 }
+#: The example DAGs' runs: dag_id -> (conf, the batch task, the fetch task, requests in results.jsonl).
+EXAMPLE_RUNS: dict[str, tuple[dict[str, Any], str, str, int]] = {
+    "nightly_eval": ({}, "ask_model", "fetch_results", 120),
+    "classify_dataset": ({"max_requests_per_batch": 100, "limit": 300}, "classify", "fetch_labels", 300),
+    "embedding_refresh": ({}, "embed", "fetch_vectors", 12),
+}
 CONNECTIONS = {
     "openai_default": "main",
     "openai_drill": "drill",
@@ -172,6 +178,15 @@ def stack(
         yield airflow
     finally:
         airflow.stop()
+
+
+@pytest.fixture(scope="session")
+def example_runs(stack: AirflowStack) -> dict[str, Any]:
+    """The example DAGs, triggered at once (session-scoped: tests of any file may need them)."""
+    run_ids = {dag_id: stack.trigger(dag_id, conf) for dag_id, (conf, *_rest) in EXAMPLE_RUNS.items()}
+    records = {dag_id: stack.wait_for_run(dag_id, run_id, timeout=300) for dag_id, run_id in run_ids.items()}
+    jobs = stack.api("GET", "/jobs", params={"job_type": "TriggererJob", "limit": 100})["jobs"]
+    return {"records": records, "triggerer_jobs": {job["id"] for job in jobs}}
 
 
 @pytest.fixture(scope="session")

@@ -16,15 +16,11 @@ from typing import Any
 import pytest
 
 from tests.system.airflow_stack import AirflowStack
+from tests.system.conftest import EXAMPLE_RUNS as EXAMPLES
 
 pytestmark = pytest.mark.timeout(420)
 
-#: dag_id -> (conf, the batch task, the fetch task, requests expected in results.jsonl)
-EXAMPLES: dict[str, tuple[dict[str, Any], str, str, int]] = {
-    "nightly_eval": ({}, "ask_model", "fetch_results", 120),
-    "classify_dataset": ({"max_requests_per_batch": 100, "limit": 300}, "classify", "fetch_labels", 300),
-    "embedding_refresh": ({}, "embed", "fetch_vectors", 12),
-}
+# ``example_runs`` (tests/system/conftest.py): the three triggered at once, once per session.
 
 
 def _uri_path(uri: str) -> Path:
@@ -32,15 +28,6 @@ def _uri_path(uri: str) -> Path:
     return Path(uri.removeprefix("file://"))
 
 
-@pytest.fixture(scope="module")
-def example_runs(stack: AirflowStack) -> dict[str, Any]:
-    run_ids = {dag_id: stack.trigger(dag_id, conf) for dag_id, (conf, *_rest) in EXAMPLES.items()}
-    records = {dag_id: stack.wait_for_run(dag_id, run_id, timeout=300) for dag_id, run_id in run_ids.items()}
-    jobs = stack.api("GET", "/jobs", params={"job_type": "TriggererJob", "limit": 100})["jobs"]
-    return {"records": records, "triggerer_jobs": {job["id"] for job in jobs}}
-
-
-@pytest.mark.parametrize("dag_id", list(EXAMPLES))
 def test_example_dag_succeeds_with_its_batch_task_deferred_in_the_triggerer(
     stack: AirflowStack, example_runs: dict[str, Any], dag_id: str
 ) -> None:

@@ -9,7 +9,9 @@ driven over the DevTools protocol, signs in with the JWT cookie the UI itself us
 opens the task's "OpenAI Batches" tab and the "Batches" page, saves screenshots and
 the DOM under ``tests/output/`` and checks the progress bar's counts.
 
-Needs ``/usr/bin/chromium`` (``scripts/install_chromium.sh``); skipped without it.
+Needs ``/usr/bin/chromium`` (``scripts/install_chromium.sh``): the browser tests skip without it,
+and fail in CI (``CI=true``), where a skip would pass a UI nobody looked at. The tests that
+need no browser (the API checks) run either way.
 Run: ``.venv/bin/python -m pytest -q tests/system/test_ui_browser.py``.
 """
 
@@ -42,16 +44,36 @@ OUTPUT = Path(__file__).resolve().parents[1] / "output"
 BIN = Path(sys.executable).parent
 PASSWORD = "browser-test-password"
 DAG_ID = "ui_browser_demo"
+INVALID_DAG_ID = "ui_browser_invalid"
 API_KEY = "sk-browser-test-Secret-0123456789"
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
-pytestmark = [
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Debian's chromium at /usr/bin/chromium: run scripts/install_chromium.sh",
-    ),
-    pytest.mark.timeout(600),
-]
+pytestmark = [pytest.mark.timeout(600)]
+
+
+def in_ci(environ: Any = os.environ) -> bool:
+    """``CI=true`` (GitHub Actions, GitLab and most others set it)."""
+    return str(environ.get("CI", "")).strip().lower() in ("true", "1", "yes")
+
+
+def require(missing: str | None, *, ci: bool) -> None:
+    """Skip a browser test for a missing browser, or fail when in CI: there a skip would lie."""
+    if missing is None:
+        return
+    if ci:
+        pytest.fail(f"CI=true and {missing}: the browser tests cannot run, so CI fails instead of skipping.")
+    pytest.skip(missing)
+
+
+def browser_missing() -> str | None:
+    if not CHROMIUM.exists():
+        return "needs Debian's chromium at /usr/bin/chromium: run scripts/install_chromium.sh"
+    try:
+        import websockets.sync.client  # noqa: F401
+    except ImportError:
+        return "the DevTools client needs the websockets package (pip install websockets)"
+    return None
+
 
 DAG_FILE = """
     from airflow.sdk import DAG
@@ -157,12 +179,34 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory, emulator: EmulatorHan
     (home / "dags" / f"{DAG_ID}.py").write_text(
         textwrap.dedent(DAG_FILE.format(dag_id=DAG_ID, path=str(data), dest=f"file://{home / 'landed'}/"))
     )
+    # A second DAG whose input is invalid: its submit fails before anything is uploaded.
+    invalid = home / "invalid.jsonl"
+    lines = _requests(3, failing=0).splitlines(keepends=True)
+    lines[1] = '{"custom_id": "q-1", "method": "POST", "url": "/v1/chat/completions", "body": {\n'
+    invalid.write_text("".join(lines))
+    (home / "dags" / f"{INVALID_DAG_ID}.py").write_text(
+        textwrap.dedent(
+            DAG_FILE.format(
+                dag_id=INVALID_DAG_ID, path=str(invalid), dest=f"file://{home / 'landed-invalid'}/"
+            )
+        )
+    )
     _airflow(env, "dags", "reserialize")
     _airflow(env, "dags", "test", DAG_ID, "2026-01-02T03:04:05+00:00")
+    failed = subprocess.run(
+        [str(BIN / "airflow"), "dags", "test", INVALID_DAG_ID, "2026-01-02T03:04:05+00:00"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     with sqlite3.connect(home / "airflow.db") as db:
         runs = db.execute("SELECT run_id, state FROM dag_run WHERE dag_id = ?", (DAG_ID,)).fetchall()
+        bad = db.execute("SELECT run_id, state FROM dag_run WHERE dag_id = ?", (INVALID_DAG_ID,)).fetchall()
     assert len(runs) == 1 and runs[0][1] == "success", runs  # submit and fetch both succeeded
-    return {"home": home, "env": env, "port": port, "run_id": runs[0][0]}
+    assert len(bad) == 1 and bad[0][1] == "failed", (bad, failed.stdout[-2000:], failed.stderr[-2000:])
+    return {"home": home, "env": env, "port": port, "run_id": runs[0][0], "invalid_run_id": bad[0][0]}
 
 
 @pytest.fixture(scope="module")
@@ -309,7 +353,7 @@ class Chromium:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory, api_server: str, token: str) -> Iterator[Chromium]:
-    pytest.importorskip("websockets.sync.client", reason="the DevTools client needs the websockets package")
+    require(browser_missing(), ci=in_ci())
     chromium = Chromium(tmp_path_factory.mktemp("chromium-profile"))
     try:
         # Signed in the way the UI is: Airflow's JWT in the ``_token`` cookie.
@@ -325,6 +369,15 @@ FRAME_DOC = f"{FRAME}.contentDocument"
 
 def _bar(chromium: Chromium, doc: str = "document", selector: str = ".progress") -> dict[str, str]:
     return dict(chromium.evaluate(f"Object.assign({{}}, {doc}.querySelector('{selector}').dataset)"))
+
+
+def test_a_missing_browser_skips_locally_and_fails_in_ci():
+    require(None, ci=True)  # a browser: nothing to say
+    with pytest.raises(pytest.fail.Exception, match="CI=true and no chromium"):
+        require("no chromium", ci=True)
+    with pytest.raises(pytest.skip.Exception, match="no chromium"):
+        require("no chromium", ci=False)
+    assert in_ci({"CI": "true"}) and in_ci({"CI": "1"}) and not in_ci({}) and not in_ci({"CI": "false"})
 
 
 def test_api_refuses_without_a_login_and_lists_the_plugin(api_server, airflow_home, token):
@@ -407,6 +460,27 @@ def test_batches_page_in_the_airflow_ui(browser, api_server, emulator):
     # Following it opens the Airflow UI's task page on the plugin's tab.
     browser.open(f"{api_server}{link}", ready=f"{FRAME_DOC}.querySelector('.progress')")
     assert _bar(browser, FRAME_DOC) == {"completed": "3", "failed": "2", "total": "5"}
+
+
+def test_task_tab_of_a_submit_that_failed_validation_shows_why(browser, api_server, airflow_home):
+    run_id = airflow_home["invalid_run_id"]
+    browser.open(
+        f"{api_server}/dags/{INVALID_DAG_ID}/runs/{quote(run_id, safe='')}/tasks/submit/plugin/openai-batch",
+        ready=f"{FRAME_DOC}.querySelector('.failure')",
+    )
+    browser.screenshot("ui_task_tab_failed_validation.png")
+    html = browser.dump_dom(
+        "ui_task_tab_failed_validation.frame.html", f"{FRAME_DOC}.documentElement.outerHTML"
+    )
+    text = browser.evaluate(f"{FRAME_DOC}.body.innerText")
+    assert "Why this task failed" in text and "BatchFileError" in text
+    assert "No OpenAI batches recorded" not in text
+    rows = browser.evaluate(
+        f"Array.from({FRAME_DOC}.querySelectorAll('.failure tbody tr'))"
+        ".map(r => Array.from(r.cells).map(c => c.innerText))"
+    )
+    assert [(r[0], r[1]) for r in rows] == [("2", "invalid_json_line")], rows
+    assert API_KEY not in html
 
 
 def test_fetch_tab_lists_the_landed_files(browser, api_server, airflow_home):

@@ -11,6 +11,7 @@ import pytest
 from airflow_batch_provider.exceptions import BatchAuthError
 from airflow_batch_provider.hooks import _openai_clients as clients
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook, close_async_clients
+from tests.loop_calls import blocking_calls_on_this_thread
 from tests.unit.hook_http import Reply, Request, ScriptedServer, batch_json, error
 
 KEY = "sk-async-test-secret-0123456789"
@@ -97,31 +98,31 @@ async def test_a_changed_key_gets_a_new_client(conn, openai_connection):
     assert new is not old and new.api_key.endswith("-rotated")
 
 
-async def test_aget_and_acancel_do_not_stall_the_loop(conn):
+async def test_aget_and_acancel_do_not_block_the_loop(conn):
     def route(request: Request) -> Reply:
-        time.sleep(0.3)  # a slow service
+        time.sleep(0.3)  # a slow service (on the server's thread)
         if request.path.endswith("/cancel"):
             return Reply(200, batch_json("batch_1", status="cancelling"))
         return Reply(200, batch_json("batch_1", status="in_progress"))
 
-    ticks = 0
-
-    async def ticker():
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
     with ScriptedServer(route) as server:
         conn("openai_slow", server.url)
         hook = OpenAIBatchHook("openai_slow")
-        task = asyncio.create_task(ticker())
-        batches = await asyncio.gather(*(hook.aget_batch("batch_1") for _ in range(5)))
-        cancelled = await hook.acancel_batch("batch_1")
-        task.cancel()
+        with blocking_calls_on_this_thread() as seen:
+            batches = await asyncio.gather(*(hook.aget_batch("batch_1") for _ in range(5)))
+            cancelled = await hook.acancel_batch("batch_1")
     assert {b.status for b in batches} == {"in_progress"}
     assert cancelled.status == "cancelling"
-    assert ticks >= 20  # the loop kept running while requests waited
+    assert seen.calls == []  # the loop's thread never waited on the slow service
+
+
+async def test_the_detector_sees_the_sync_client_block_the_loop(conn):
+    """The check above can fail: the synchronous call, made on the loop's thread, is recorded."""
+    with ScriptedServer(lambda r: Reply(200, batch_json("batch_1", status="in_progress"))) as server:
+        conn("openai_sync", server.url)
+        with blocking_calls_on_this_thread() as seen:
+            OpenAIBatchHook("openai_sync").get_batch("batch_1")
+    assert seen.calls
 
 
 async def test_async_errors_are_translated_without_the_key(conn):

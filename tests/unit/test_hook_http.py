@@ -106,6 +106,25 @@ def test_404_becomes_not_found(hook_for):
             hook_for(server).get_batch("batch_x")
 
 
+def test_404_from_a_host_without_v1_says_to_add_v1(openai_connection):
+    with ScriptedServer(lambda r: error(404, "Not Found")) as server:
+        conn_id = openai_connection("openai_no_v1", host=server.url, password=KEY, extra={"max_retries": 0})
+        with pytest.raises(BatchNotFoundError) as info:
+            OpenAIBatchHook(conn_id).get_batch("batch_x")
+    message = str(info.value)
+    assert f"set the host of connection 'openai_no_v1' to {server.url}/v1" in message
+    assert "organization" not in message
+
+
+async def test_a_missing_connection_names_the_variable_to_set(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_OPENAI_NOWHERE", raising=False)
+    with pytest.raises(Exception, match=r"AIRFLOW_CONN_OPENAI_NOWHERE='\{\"conn_type\": \"openai\"") as sync:
+        OpenAIBatchHook("openai_nowhere").get_conn()
+    assert type(sync.value).__name__ == "AirflowNotFoundException"  # callers catching it still do
+    with pytest.raises(Exception, match="AIRFLOW_CONN_OPENAI_NOWHERE"):
+        await OpenAIBatchHook("openai_nowhere").get_async_conn()
+
+
 def test_400_is_not_retried_and_says_what_to_fix(hook_for):
     with ScriptedServer(lambda r: error(400, "completion_window must be 24h")) as server:
         with pytest.raises(BatchProviderError, match="completion_window must be 24h") as info:

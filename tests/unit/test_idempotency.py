@@ -8,6 +8,7 @@ import pytest
 
 from airflow_batch_provider.batch_file import ShardLimits
 from airflow_batch_provider.idempotency import (
+    IDENTITY_SCHEME,
     RESERVED_METADATA_KEYS,
     Identity,
     batch_metadata,
@@ -15,6 +16,8 @@ from airflow_batch_provider.idempotency import (
     deadline_from,
     identity_key,
     input_fingerprint,
+    legacy_fingerprints,
+    parse_fingerprint_metadata,
     parse_shard_label,
     parse_upload_filename,
     plan_submission,
@@ -105,7 +108,7 @@ class TestMetadata:
         meta = batch_metadata(IDENT, FP, 1, 2, {"team": "evals", "n": 3})
         assert meta["team"] == "evals" and meta["n"] == "3"
         assert meta["airflow_identity"] == KEY
-        assert meta["airflow_fingerprint"] == FP
+        assert meta["airflow_fingerprint"] == f"v2:{FP}"
         assert meta["airflow_shard"] == "2/2"
         assert meta["airflow_run_id"] == IDENT.run_id
         assert set(RESERVED_METADATA_KEYS) <= set(meta)
@@ -296,3 +299,82 @@ def test_reattach_horizon_is_the_earliest_moment_less_the_clock_slack():
     dag_run = SimpleNamespace(run_after=run_after, start_date=cleared_start)
     assert run_horizon({"dag_run": dag_run}) == horizon
     assert run_horizon({}) is None
+
+
+class TestGoldenValues:
+    """Pinned: a change here makes the first retry after an upgrade pay for a second batch.
+
+    Change these only with a new IDENTITY_SCHEME and a legacy path that still finds the old values.
+    """
+
+    def test_scheme_version(self):
+        assert IDENTITY_SCHEME == 2
+
+    def test_identity_keys(self):
+        assert identity_key("dag", "task", "manual__2026-01-01", -1) == "d3b2087a5bd66e21"
+        assert (
+            identity_key("nightly_evals", "submit", "scheduled__2026-01-02T03:04:05+00:00", 3)
+            == "bebb67544fb31d0b"
+        )
+
+    def test_fingerprints(self):
+        assert input_fingerprint("a" * 64, "/v1/chat/completions", ShardLimits()) == "7df1a777ba3a91d5"
+        assert (
+            input_fingerprint("b" * 64, "/v1/embeddings", ShardLimits(max_requests=10)) == "8df5858786cc41ab"
+        )
+
+    def test_metadata_and_upload_name(self):
+        meta = batch_metadata(Identity("dag", "task", "manual__2026-01-01"), "7df1a777ba3a91d5", 0, 2)
+        assert meta == {
+            "airflow_identity": "d3b2087a5bd66e21",
+            "airflow_fingerprint": "v2:7df1a777ba3a91d5",
+            "airflow_shard": "1/2",
+            "airflow_dag_id": "dag",
+            "airflow_task_id": "task",
+            "airflow_run_id": "manual__2026-01-01",
+        }
+        assert (
+            upload_filename("d3b2087a5bd66e21", "7df1a777ba3a91d5", 0, 2)
+            == "airflow-d3b2087a5bd66e21-7df1a777ba3a91d5-1of2.jsonl"
+        )
+
+    def test_scheme_1_hashed_the_endpoint_as_spelled(self):
+        # What version 1 wrote for endpoint="chat/completions": found again on a retry after the upgrade.
+        assert legacy_fingerprints("a" * 64, "chat/completions", ShardLimits()) == ["5af03971a042f51c"]
+        assert parse_fingerprint_metadata("5af03971a042f51c") == (1, "5af03971a042f51c")
+        assert parse_fingerprint_metadata("v2:7df1a777ba3a91d5") == (2, "7df1a777ba3a91d5")
+        assert parse_fingerprint_metadata("v2:nope") is None
+
+
+class TestUpgrade:
+    LEGACY = "5af03971a042f51c"  # scheme 1, endpoint="chat/completions"
+    CURRENT = "7df1a777ba3a91d5"  # scheme 2, the same input
+
+    def test_a_scheme_1_batch_is_reattached(self):
+        old = batch("b_v1", status="completed", fp=self.LEGACY)
+        plan = plan_submission(
+            identity=KEY, fingerprint=self.CURRENT, shard_sizes=[10], batches=[old], legacy=[self.LEGACY]
+        )
+        assert plan.reattached == [old] and not plan.to_create and not plan.input_changed
+
+    def test_a_scheme_1_upload_is_reused(self):
+        plan = plan_submission(
+            identity=KEY,
+            fingerprint=self.CURRENT,
+            shard_sizes=[10],
+            batches=[],
+            files=[upload("f_v1", fp=self.LEGACY)],
+            legacy=[self.LEGACY],
+        )
+        assert [a.file_id for a in plan.actions] == ["f_v1"]
+
+    def test_a_legacy_value_under_the_current_scheme_is_another_input(self):
+        # "v2:" names the canonical hash only: the legacy hash under it is a different input.
+        plan = plan_submission(
+            identity=KEY,
+            fingerprint=self.CURRENT,
+            shard_sizes=[10],
+            batches=[batch("b", fp=f"v2:{self.LEGACY}")],
+            legacy=[self.LEGACY],
+        )
+        assert plan.to_create and plan.previous_fingerprints == [self.LEGACY]

@@ -109,6 +109,28 @@ def test_manifest_link(xcom):
     assert url == "https://s3.console.aws.amazon.com/s3/object/bucket?prefix=runs/1/manifest.json"
 
 
+def test_manifest_link_of_a_fetch_still_waiting_reads_no_xcom(monkeypatch):
+    # The task SDK logs "[error] XCom not found" for a missing key: a waiting fetch asks nothing.
+    reads: list[str] = []
+
+    def get_value(*, ti_key, key):
+        reads.append(key)
+
+    monkeypatch.setattr(links.XCom, "get_value", staticmethod(get_value))
+    waiting = SimpleNamespace(_landed_manifest_uri="")
+    assert OpenAIBatchManifestLink().get_link(waiting, ti_key=TI_KEY) == ""
+    assert reads == []
+    landed = SimpleNamespace(_landed_manifest_uri="s3://bucket/runs/1/manifest.json")
+    assert OpenAIBatchManifestLink().get_link(landed, ti_key=TI_KEY).startswith("https://s3.console")
+
+
+def test_persist_landed_manifest_tells_the_operator():
+    operator, ti = SimpleNamespace(_landed_manifest_uri=""), FakeTI()
+    links.persist_landed_manifest({"ti": ti}, "s3://b/manifest.json", operator)
+    assert operator._landed_manifest_uri == "s3://b/manifest.json"
+    assert ti.pushed == {LANDED_MANIFEST_XCOM_KEY: "s3://b/manifest.json"}
+
+
 @pytest.mark.parametrize(
     ("uri", "url"),
     [

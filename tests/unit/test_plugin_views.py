@@ -9,9 +9,12 @@ from airflow_batch_provider.plugins.task_source import TaskRefs, refs_from_xcoms
 from airflow_batch_provider.plugins.view_model import (
     batch_view,
     durations,
+    error_codes,
     estimate_eta,
+    failure_view,
     format_duration,
     outcome,
+    place_label,
     progress,
     totals,
 )
@@ -125,7 +128,7 @@ def test_batch_view_maps_errors_to_input_lines_and_prices_usage():
     assert view["cost"]["usd"] == pytest.approx(0.375) and view["cost"]["matched"] == "gpt-4o-mini"
     assert view["console_url"] is None  # only http(s) links leave the page
     assert view["landed"][0]["href"].startswith("https://s3.console.aws.amazon.com/")
-    assert view["airflow"] == {"dag_id": "d", "task_id": "t", "run_id": "r", "shard": "2/3"}
+    assert view["airflow"] == {"dag_id": "d", "task_id": "t", "run_id": "r", "shard": "2/3", "round": None}
     # A summary (what XCom holds) gives the same view as the batch it came from.
     from airflow_batch_provider.batch_status import summarize_batch
 
@@ -249,6 +252,120 @@ def test_a_server_timestamp_out_of_range_renders_instead_of_failing(stamp):
     )
     html_list = pages.list_page(
         {"conn_id": "c", "status": "", "batches": [view]},
+# --- failures a person understands ------------------------------------------------------------
+
+
+def _task(**view):
+    task = {"dag_id": "d", "run_id": "r", "task_id": "submit", "map_index": -1, "state": "failed"}
+    return {"task_instance": task, "conn_id": "openai_default", "batches": [], "notices": [], **view}
+
+
+def test_a_submit_that_failed_validation_shows_why_not_no_batches_yet():
+    from airflow_batch_provider.batch_file import validate_lines
+    from airflow_batch_provider.exceptions import BatchFileError
+    from airflow_batch_provider.links import failure_summary
+
+    report = validate_lines(
+        [b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions"}', b"{oops"]
+    )
+    summary = failure_summary(BatchFileError("The batch input is invalid", report=report))
+    refs = refs_from_xcoms(_refs(), {"batch_failure": summary})
+    view = failure_view(refs.failure)
+    assert view["problem_count"] == report.problem_count >= 2
+    assert {p["line"] for p in view["problems"]} == {1, 2}
+
+    html = pages.task_page(_task(failure=view), nonce="n")
+    assert "No OpenAI batches recorded" not in html
+    assert "Why this task failed" in html and "BatchFileError" in html
+    assert '<td class="num">2</td>' in html and report.problems[-1].code in html
+
+
+def test_failure_summary_is_bounded():
+    from airflow_batch_provider.batch_file import Problem
+    from airflow_batch_provider.exceptions import BatchFileError
+    from airflow_batch_provider.links import MAX_FAILURE_PROBLEMS, failure_summary
+
+    class Report:
+        problems = [Problem(i, "invalid_json_line", "not valid JSON " + "x" * 2000) for i in range(1, 500)]
+        problem_count = 499
+        source = "in.jsonl"
+
+    summary = failure_summary(BatchFileError("bad " * 5000, report=Report()))
+    assert len(summary["problems"]) == MAX_FAILURE_PROBLEMS and summary["problem_count"] == 499
+    assert len(summary["message"]) <= 4000 and all(len(p["message"]) <= 500 for p in summary["problems"])
+    view = failure_view(summary)
+    assert view["more"] == 499 - MAX_FAILURE_PROBLEMS
+    assert "449 more" in pages.task_page(_task(failure=view), nonce="n")
+
+
+def test_a_service_error_shows_its_message():
+    view = failure_view({"error": "BatchAuthError", "message": "refused the credentials (401)"})
+    html = pages.task_page(_task(failure=view), nonce="n")
+    assert "BatchAuthError" in html and "refused the credentials (401)" in html
+
+
+def test_rounds_are_labelled_and_each_request_counts_once():
+    first = batch_view(
+        _batch(status="completed", request_counts={"total": 200, "completed": 199, "failed": 1}), now=NOW
+    )
+    retry_meta = {"airflow_dag_id": "d", "airflow_shard": "1/1", "airflow_round": "1"}
+    retry = batch_view(
+        _batch(
+            id="batch_2",
+            status="completed",
+            request_counts={"total": 1, "completed": 1, "failed": 0},
+            metadata=retry_meta,
+        ),
+        now=NOW,
+    )
+    assert place_label(retry) == "round 2" and place_label(first) == "shard 2/3"
+    total = totals([retry, first])
+    assert total["progress"]["total"] == 200  # not 201
+    assert (total["progress"]["completed"], total["progress"]["failed"]) == (200, 0)
+    card = pages.batch_card(retry)
+    assert "round 2" in card and "shard 1/1" not in card
+
+
+def test_tokens_of_a_finished_batch_are_not_none_yet():
+    done = batch_view(_batch(status="completed", usage=None), now=NOW)
+    card = pages.batch_card(done)
+    assert "none yet" not in card and "not reported by the service" in card
+    running = pages.batch_card(batch_view(_batch(usage=None), now=NOW))
+    assert "none yet" in running
+
+
+def test_error_codes_from_the_landed_manifest():
+    sample = [
+        {"custom_id": f"q-{i}", "status": "failed", "code": "context_length_exceeded"} for i in range(7)
+    ] + [{"custom_id": "q-9", "status": "expired", "code": None}]
+    groups = error_codes({"unsuccessful_sample": sample})
+    assert groups[0] == {
+        "code": "context_length_exceeded",
+        "status": "failed",
+        "count": 7,
+        "custom_ids": ["q-0", "q-1", "q-2", "q-3", "q-4"],
+    }
+    assert groups[1]["code"] == "expired" and groups[1]["count"] == 1
+    html = pages.task_page(
+        _task(fetch={"counts": {"failed": 7}, "total": 8, "error_codes": groups}), nonce="n"
+    )
+    assert "Failed requests by error code" in html and "q-4" in html and "q-5" not in html
+
+
+def test_batches_page_has_duration_eta_place_errors_dag_filter_and_readable_costs():
+    done = batch_view(
+        _batch(
+            status="completed",
+            completed_at=NOW - 10,
+            request_counts={"total": 100, "completed": 90, "failed": 10},
+            model="gpt-4o-mini",
+            usage={"input_tokens": 100, "output_tokens": 10, "total_tokens": 110},
+        ),
+        now=NOW,
+    )
+    running = batch_view(_batch(id="batch_2"), now=NOW)
+    html = pages.list_page(
+        {"conn_id": "c", "status": "", "dag_id": "nightly", "batches": [done, running]},
         nonce="n",
         page_url="/openai-batch/batches",
         airflow_base="",
@@ -281,3 +398,17 @@ def test_a_manifest_is_read_only_under_the_tasks_destination(tmp_path):
     ):
         with pytest.raises(ValueError, match="not read|no recorded destination"):
             read_landed_manifest(uri, destination)
+    assert 'name="dag_id" value="nightly"' in html
+    assert "Duration / ETA" in html and "1m 30s" in html and "ETA " in html
+    assert "10 failed" in html and "shard 2/3" in html
+    assert "&lt;$0.01" in html and "e-0" not in html and "$0.000" not in html
+
+
+def test_list_view_filters_by_dag():
+    from types import SimpleNamespace
+
+    from airflow_batch_provider.plugins.app import _dag_matches
+
+    batch = SimpleNamespace(metadata={"airflow_dag_id": "nightly"})
+    assert _dag_matches(batch, "") and _dag_matches(batch, "nightly") and not _dag_matches(batch, "other")
+    assert not _dag_matches(SimpleNamespace(metadata=None), "nightly")

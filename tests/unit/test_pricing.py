@@ -12,6 +12,7 @@ from airflow_batch_provider.pricing import (
     ModelPrice,
     Usage,
     estimate_cost,
+    format_usd,
     match_price,
 )
 
@@ -190,3 +191,20 @@ def test_overrides_extend_and_replace_and_win_by_longest_prefix() -> None:
 def test_malformed_override_says_what_to_pass(bad) -> None:
     with pytest.raises(ValueError, match=r"prices\['m'\] must be a mapping like"):
         estimate_cost("m", Usage(), {"m": bad})
+
+
+@pytest.mark.parametrize(
+    ("amount", "text"),
+    [
+        (None, "unknown"),
+        (0, "$0.00"),
+        (0.000052, "<$0.01"),
+        (5.2e-9, "<$0.01"),
+        (0.01, "$0.01"),
+        (0.354, "$0.35"),
+        (1234.5, "$1,234.50"),
+    ],
+)
+def test_format_usd_is_readable(amount, text):
+    assert format_usd(amount) == text
+    assert "e-" not in format_usd(amount)

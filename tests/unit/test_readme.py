@@ -390,3 +390,21 @@ def test_cli_emulator_flags_exist():
     assert {"--port", "--data-dir", "--profile"} <= flags, flags
     missing = sorted(flags - options)
     assert not missing, f"README's emulator section shows flags that do not exist: {missing}"
+
+
+def test_use_it_in_your_own_airflow_section(monkeypatch):
+    section = README.split("## Use it in your own Airflow", 1)[1].split("\n## ", 1)[0]
+    for needle in ("airflow db migrate", "AIRFLOW_CONN_OPENAI_DEFAULT", "dags_folder", "airflow dags test"):
+        assert needle in section, needle
+    assert "AIRFLOW_PORT" in section and "receives upstream XComs" in section
+    [code] = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    compile(code, "README: Use it in your own Airflow", "exec")  # the example DAG is Python
+    # make airflow honours AIRFLOW_PORT, as the section says.
+    from airflow_batch_provider import devstack
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setenv("AIRFLOW_PORT", "8091")
+    monkeypatch.setattr(devstack, "status", lambda stack: seen.setdefault("port", None) or 0)
+    monkeypatch.setattr(devstack, "start", lambda stack, port, **kw: seen.update(port=port) or 0)
+    devstack.main(["start"])
+    assert seen["port"] == 8091

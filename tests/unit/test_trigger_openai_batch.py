@@ -246,3 +246,10 @@ def test_progress_names_a_single_batch():
     log = _Log()
     openai_batch._Progress(["a"]).update({"a": _summary("a", "in_progress", 0, 0)}, log)
     assert log.lines == ["Batches a in_progress: 0/0 requests done (-), 0 failed; 0.0 req/s; ETA -"]
+
+
+def test_progress_of_finished_batches_has_no_rate_or_eta():
+    log = _Log()
+    done = {"a": _summary("a", "completed", 3, 3)}
+    assert openai_batch._Progress(["a"]).update(done, log)
+    assert log.lines == ["Batches a completed: 3/3 requests done (100.0%), 0 failed"]
