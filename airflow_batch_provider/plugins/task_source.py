@@ -183,7 +183,7 @@ def manifest_path(uri: str, destination: str | None) -> Any:
     :param destination: the task's rendered ``destination``.
     :raises ValueError: with a message for the page, when ``uri`` is not read.
     """
-    from airflow_batch_provider.storage import as_object_storage_path, strip_userinfo
+    from airflow_batch_provider.storage import as_object_storage_path, public_uri
 
     if not uri.endswith("/" + MANIFEST_NAME):
         raise ValueError(f"{uri} is not a {MANIFEST_NAME}; not read")
@@ -191,10 +191,10 @@ def manifest_path(uri: str, destination: str | None) -> Any:
         raise ValueError("the task has no recorded destination, so no manifest is read")
     try:
         base = as_object_storage_path(destination)
-        wanted = strip_userinfo(str(as_object_storage_path(uri)))
+        wanted = public_uri(str(as_object_storage_path(uri))) or ""
     except Exception as err:
         raise ValueError(f"{uri} is not a storage URL the server can read ({type(err).__name__})") from None
-    prefix = strip_userinfo(str(base)).rstrip("/") + "/"
+    prefix = (public_uri(str(base)) or "").rstrip("/") + "/"
     relative = wanted[len(prefix) :] if wanted.startswith(prefix) else ""
     if not relative or any(part in ("", ".", "..") for part in relative.split("/")):
         raise ValueError(f"{uri} is outside the task's destination {destination}; not read")

@@ -240,18 +240,6 @@ def test_progress_bar_markup_carries_the_counts():
     assert 'aria-label="3 completed, 2 failed of 5 requests"' in html
 
 
-@pytest.mark.parametrize("stamp", [10**20, -(10**20), 1e308, "soon", True])
-def test_a_server_timestamp_out_of_range_renders_instead_of_failing(stamp):
-    view = batch_view(
-        _batch(created_at=stamp, in_progress_at=stamp, expires_at=stamp, completed_at=stamp), now=NOW
-    )
-    task = {"dag_id": "d", "run_id": "r", "task_id": "t", "map_index": -1, "state": "running"}
-    html_task = pages.task_page(
-        {"task_instance": task, "conn_id": "c", "batches": [view], "totals": totals([view]), "notices": []},
-        nonce="n",
-    )
-    html_list = pages.list_page(
-        {"conn_id": "c", "status": "", "batches": [view]},
 # --- failures a person understands ------------------------------------------------------------
 
 
@@ -371,6 +359,42 @@ def test_batches_page_has_duration_eta_place_errors_dag_filter_and_readable_cost
         airflow_base="",
         tab_route="openai-batch",
     )
+    assert 'name="dag_id" value="nightly"' in html
+    assert "Duration / ETA" in html and "1m 30s" in html and "ETA " in html
+    assert "10 failed" in html and "shard 2/3" in html
+    assert "&lt;$0.01" in html and "e-0" not in html and "$0.000" not in html
+
+
+def test_list_view_filters_by_dag():
+    from types import SimpleNamespace
+
+    from airflow_batch_provider.plugins.app import _dag_matches
+
+    batch = SimpleNamespace(metadata={"airflow_dag_id": "nightly"})
+    assert _dag_matches(batch, "") and _dag_matches(batch, "nightly") and not _dag_matches(batch, "other")
+    assert not _dag_matches(SimpleNamespace(metadata=None), "nightly")
+
+
+# --- trust boundaries -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stamp", [10**20, -(10**20), 1e308, "soon", True])
+def test_a_server_timestamp_out_of_range_renders_instead_of_failing(stamp):
+    view = batch_view(
+        _batch(created_at=stamp, in_progress_at=stamp, expires_at=stamp, completed_at=stamp), now=NOW
+    )
+    task = {"dag_id": "d", "run_id": "r", "task_id": "t", "map_index": -1, "state": "running"}
+    html_task = pages.task_page(
+        {"task_instance": task, "conn_id": "c", "batches": [view], "totals": totals([view]), "notices": []},
+        nonce="n",
+    )
+    html_list = pages.list_page(
+        {"conn_id": "c", "status": "", "batches": [view]},
+        nonce="n",
+        page_url="/openai-batch/batches",
+        airflow_base="",
+        tab_route="openai-batch",
+    )
     assert "batch_1" in html_task and "batch_1" in html_list
     assert pages.timestamp(stamp) == pages.e(stamp)  # shown as the server sent it
     assert pages.timestamp(-5).startswith('<time datetime="1969-12-31T23:59:55Z">')
@@ -398,17 +422,3 @@ def test_a_manifest_is_read_only_under_the_tasks_destination(tmp_path):
     ):
         with pytest.raises(ValueError, match="not read|no recorded destination"):
             read_landed_manifest(uri, destination)
-    assert 'name="dag_id" value="nightly"' in html
-    assert "Duration / ETA" in html and "1m 30s" in html and "ETA " in html
-    assert "10 failed" in html and "shard 2/3" in html
-    assert "&lt;$0.01" in html and "e-0" not in html and "$0.000" not in html
-
-
-def test_list_view_filters_by_dag():
-    from types import SimpleNamespace
-
-    from airflow_batch_provider.plugins.app import _dag_matches
-
-    batch = SimpleNamespace(metadata={"airflow_dag_id": "nightly"})
-    assert _dag_matches(batch, "") and _dag_matches(batch, "nightly") and not _dag_matches(batch, "other")
-    assert not _dag_matches(SimpleNamespace(metadata=None), "nightly")
