@@ -54,3 +54,15 @@ class ReconciliationError(BatchProviderError):
 
 class TransferError(BatchProviderError):
     """A file could not be landed at its destination after every retry."""
+
+
+class BudgetExceededError(BatchProviderError):
+    """The estimated cost's upper bound exceeds ``max_cost_usd``: raised before any upload.
+
+    ``estimate`` holds the estimate (``Estimate.to_dict()``), ``budget`` the limit in USD.
+    """
+
+    def __init__(self, message: str, estimate: dict | None = None, budget: float | None = None) -> None:
+        super().__init__(message)
+        self.estimate = estimate
+        self.budget = budget
