@@ -48,7 +48,7 @@ from airflow_batch_provider.plugins.task_source import (
     read_landed_manifest,
     read_task_refs,
 )
-from airflow_batch_provider.plugins.view_model import batch_view, browser_href, totals
+from airflow_batch_provider.plugins.view_model import batch_view, browser_href, estimate_view, totals
 
 #: Seconds a page waits for the service before showing what the task recorded.
 LIVE_READ_TIMEOUT = 12.0
@@ -213,6 +213,13 @@ def _apply_landed_manifest(refs: TaskRefs, manifest: Mapping[str, Any]) -> list[
         refs.conn_id = manifest["conn_id"]
     if refs.fetch is not None and not refs.fetch.get("results_uri"):
         refs.fetch["results_uri"] = (manifest.get("results") or {}).get("uri")
+    compared = manifest.get("estimate")
+    if (
+        refs.estimate is None
+        and isinstance(compared, Mapping)
+        and isinstance(compared.get("estimated"), Mapping)
+    ):
+        refs.estimate = dict(compared["estimated"])
     return [dict(row) for row in manifest.get("landed") or () if isinstance(row, Mapping)]
 
 
@@ -294,6 +301,7 @@ def task_view(dag_id: str, run_id: str, task_id: str, map_index: int, session: A
         "batch_ids": refs.batch_ids,
         "batches": views,
         "totals": total,
+        "estimate": estimate_view(refs.estimate, total),
         "fetch": fetch,
         "notices": notices,
         "refresh": pages.REFRESH_SECONDS if active else 0,

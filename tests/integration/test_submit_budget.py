@@ -39,7 +39,8 @@ def _budget_dag(dag_id: str, input_path: str, budget: str, out: str) -> str:
     from airflow_batch_provider.operators.fetch import OpenAIBatchFetchOperator
     from airflow_batch_provider.operators.submit import OpenAIBatchSubmitOperator
 
-    with DAG({dag_id!r}, schedule=None, params={{"budget": {budget!r}}}, default_args={{"retries": 0}}) as dag:
+    params = {{"budget": {budget!r}}}
+    with DAG({dag_id!r}, schedule=None, params=params, default_args={{"retries": 0}}) as dag:
         submit = OpenAIBatchSubmitOperator(
             task_id="submit", input_path={input_path!r}, deferrable=True, poll_interval=0.1,
             max_poll_interval=0.5, timeout=60, max_cost_usd="{{{{ params.budget }}}}",
