@@ -111,7 +111,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from airflow_batch_provider.estimate import estimate_file
+    from airflow_batch_provider.estimate import estimate_file, format_usd
 
     if args.default_output_tokens is not None and args.default_output_tokens < 0:
         print("airflow-batch estimate: --default-output-tokens must be >= 0", file=sys.stderr)
@@ -135,17 +135,14 @@ def _estimate(args: argparse.Namespace) -> int:
                 print(
                     f"  model {row['model']}: {row['requests']:,} requests, {row['input_tokens']:,} input "
                     f"tokens, output bound {row['output_tokens_bound']:,}, "
-                    f"{_usd(row['cost_low_usd'])} to {_usd(row['cost_high_usd'])} USD ({row['tokenizer']})"
+                    f"{format_usd(row['cost_low_usd'])} to {format_usd(row['cost_high_usd'])} USD "
+                    f"({row['tokenizer']})"
                 )
             for note in data["notes"]:
                 print(f"  note: {note}")
         if result.skipped_lines and status == EXIT_OK:
             status = EXIT_INVALID
     return status
-
-
-def _usd(value: float | None) -> str:
-    return "?" if value is None else f"{value:,.4f}"
 
 
 def _emulator(argv: list[str]) -> int:

@@ -477,7 +477,9 @@ class Estimate:
     def summary(self) -> str:
         """One line for a task log or the command line."""
         low, high = self.cost_range
-        cost = "cost unknown (unpriced model)" if low is None else f"{_money(low)} to {_money(high)} USD"
+        cost = (
+            "cost unknown (unpriced model)" if low is None else f"{format_usd(low)} to {format_usd(high)} USD"
+        )
         tokenizers = ", ".join(sorted(set(self.tokenizers.values()))) or "none"
         return (
             f"{self.requests:,} requests, {self.input_tokens:,} input tokens ({tokenizers}), "
@@ -485,10 +487,11 @@ class Estimate:
         )
 
 
-def _money(value: float | None) -> str:
+def format_usd(value: float | None) -> str:
+    """An amount for a message: cents above 1 USD, more digits below (``?`` when unknown)."""
     if value is None:
         return "?"
-    return f"{value:,.2f}" if value >= 1 else f"{value:.4f}"
+    return f"{value:,.2f}" if value >= 1 else f"{value:.4f}" if value >= 0.01 else f"{value:.6f}"
 
 
 def _canonical(url: Any, fallback: str | None) -> str | None:
@@ -628,14 +631,14 @@ def check_budget(estimate: Estimate, budget: float | None, *, what: str = "the b
     data = estimate.to_dict()
     rows = [
         f"  model {r['model']}: {r['requests']:,} requests, {r['input_tokens']:,} input tokens, output bound "
-        f"{r['output_tokens_bound']:,} tokens, up to {_money(r['cost_high_usd'])} USD"
+        f"{r['output_tokens_bound']:,} tokens, up to {format_usd(r['cost_high_usd'])} USD"
         for r in data["by_model"][:_TOP]
     ]
     shards = sorted(data["shards"], key=lambda s: -(s["cost_high_usd"] or 0))
     if len(shards) > 1:
         rows += [
             f"  shard {s['index']}: {s['requests']:,} requests, {s['input_tokens']:,} input tokens, output "
-            f"bound {s['output_tokens_bound']:,}, up to {_money(s['cost_high_usd'])} USD"
+            f"bound {s['output_tokens_bound']:,}, up to {format_usd(s['cost_high_usd'])} USD"
             for s in shards[:3]
         ]
     rows += [
@@ -654,7 +657,7 @@ def check_budget(estimate: Estimate, budget: float | None, *, what: str = "the b
         )
     else:
         head = (
-            f"The estimated cost of {what} is {_money(low)} to {_money(high)} USD at the batch rate; "
+            f"The estimated cost of {what} is {format_usd(low)} to {format_usd(high)} USD at the batch rate; "
             f"its upper bound exceeds max_cost_usd={budget:g} USD, so nothing was uploaded. Estimate: "
             f"{estimate.requests:,} requests, {estimate.input_tokens:,} input tokens ({tokenizer}), output "
             f"bound {estimate.output_tokens_bound:,} tokens (bound from: {sources})."
