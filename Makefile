@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 export PYTHONDONTWRITEBYTECODE := 1
+# tiktoken's encoding files, seeded offline when the venv is made (tests/tiktoken_cache.py):
+# exact token estimates without internet; nothing downloads them at run time.
+export TIKTOKEN_CACHE_DIR ?= $(CURDIR)/.tiktoken-cache
 
 .PHONY: venv test test-oldest lint demo airflow stop system-test bench clean
 
@@ -18,6 +21,7 @@ $(STAMP): pyproject.toml
 	( $(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev,s3,openlineage,bench]" "apache-airflow==$(AIRFLOW_VERSION)" ) \
 	  || $(BIN)/python -m pip install -q -e ".[dev,s3,openlineage,bench]" "apache-airflow==$(AIRFLOW_VERSION)"
 	rm -f $(VENV)/.installed-*
+	$(BIN)/python -m tests.tiktoken_cache "$(TIKTOKEN_CACHE_DIR)"
 	touch $@
 
 lint: venv

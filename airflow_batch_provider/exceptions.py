@@ -59,3 +59,15 @@ class TransferError(BatchProviderError):
 class UnsafeIdError(BatchProviderError):
     """An id (from the service or from the task's arguments) or a name under the destination
     is not safe to put into a path or a request: see :mod:`airflow_batch_provider.ids`."""
+
+
+class BudgetExceededError(BatchProviderError):
+    """The estimated cost's upper bound exceeds ``max_cost_usd``: raised before any upload.
+
+    ``estimate`` holds the estimate (``Estimate.to_dict()``), ``budget`` the limit in USD.
+    """
+
+    def __init__(self, message: str, estimate: dict | None = None, budget: float | None = None) -> None:
+        super().__init__(message)
+        self.estimate = estimate
+        self.budget = budget

@@ -15,6 +15,9 @@ pay for the results without the Airflow database::
      "counts": {succeeded, failed, expired, cancelled, missing}, "total", "retryable",
      "usage": {input_tokens, cached_tokens, output_tokens, reasoning_tokens, total_tokens, responses},
      "cost": {"usd", "by_model", "note", ...},
+     "estimate": {"estimated": {input_tokens, output_tokens_bound, cost_low_usd, cost_high_usd, ...},
+                  "actual": {input_tokens, output_tokens, cost_usd}, "input_tokens_ratio",
+                  "output_tokens_share_of_bound", "cost_within_range", "rounds": [...]} | null,
      "timings": {created_at, in_progress_at, finalizing_at, completed_at,
                  fetch_started_at, fetch_finished_at},
      "landed": [{"batch_id", "kind", "file_id", "uri", "bytes", "sha256", "lines", "skipped"}],
@@ -111,6 +114,79 @@ def normalize_batches(batches: Any, argument: str = "batches") -> dict[str, Any]
         "input_conn_id": source.get("input_conn_id"),
         "identity": source.get("identity"),
         "conn_id": source.get("conn_id"),
+        "estimate": round_estimate(source.get("estimate")),
+    }
+
+
+#: Fields of an estimate (``Estimate.to_dict()``) kept in the fetch's state and manifest.
+_ESTIMATE_KEYS = (
+    "requests",
+    "input_tokens",
+    "output_tokens_bound",
+    "cost_low_usd",
+    "cost_high_usd",
+    "exact",
+    "tokenizer",
+    "model",
+    "prices",
+    "price_source",
+    "prices_as_of",
+    "output_bound_from",
+    "default_output_tokens",
+    "max_cost_usd",
+)
+
+
+def round_estimate(estimate: Any) -> dict[str, Any] | None:
+    """The headline of an estimate (no per-shard or per-request rows), or ``None``."""
+    if not isinstance(estimate, Mapping):
+        return None
+    return {k: estimate.get(k) for k in _ESTIMATE_KEYS if k in estimate}
+
+
+def _ratio(actual: Any, estimated: Any) -> float | None:
+    if not isinstance(actual, (int, float)) or not isinstance(estimated, (int, float)) or not estimated:
+        return None
+    return round(actual / estimated, 4)
+
+
+def estimate_vs_actual(
+    source: Mapping[str, Any],
+    rounds: Sequence[Mapping[str, Any]],
+    usage: Mapping[str, Any],
+    cost: Mapping[str, Any] | None,
+) -> dict[str, Any] | None:
+    """The submit estimate (plus each resubmission round's) beside the usage the service reported.
+
+    ``input_tokens_ratio`` is actual / estimated input tokens (1.0: exact);
+    ``output_tokens_share_of_bound`` how much of the output bound was used, so teams can tune
+    ``max_tokens`` or ``default_output_tokens``. ``None`` when the submit manifest had no estimate.
+    """
+    first = round_estimate(source.get("estimate"))
+    if first is None:
+        return None
+    parts = [first] + [e for e in (round_estimate(r.get("estimate")) for r in rounds[1:]) if e]
+    estimated: dict[str, Any] = {}
+    for key in ("requests", "input_tokens", "output_tokens_bound", "cost_low_usd", "cost_high_usd"):
+        values = [p.get(key) for p in parts]
+        numbers = [float(v) for v in values if isinstance(v, (int, float))]
+        total = round(sum(numbers), 6) if key.startswith("cost") else int(sum(numbers))
+        estimated[key] = total if len(numbers) == len(values) else None
+    estimated.update(exact=all(p.get("exact") for p in parts), tokenizer=first.get("tokenizer"))
+    estimated.update(prices=first.get("prices"), price_source=first.get("price_source"))
+    actual = {
+        "input_tokens": int(usage.get("input_tokens") or 0),
+        "output_tokens": int(usage.get("output_tokens") or 0),
+        "cost_usd": (cost or {}).get("usd"),
+    }
+    low, high, usd = estimated["cost_low_usd"], estimated["cost_high_usd"], actual["cost_usd"]
+    return {
+        "estimated": estimated,
+        "actual": actual,
+        "input_tokens_ratio": _ratio(actual["input_tokens"], estimated["input_tokens"]),
+        "output_tokens_share_of_bound": _ratio(actual["output_tokens"], estimated["output_tokens_bound"]),
+        "cost_within_range": None if None in (low, high, usd) else bool(low - 1e-9 <= usd <= high + 1e-9),
+        "rounds": parts,
     }
 
 
@@ -223,6 +299,7 @@ def build_manifest(
                 "batch_ids": list(r.get("batch_ids") or ()),
                 "resubmitted": int(r.get("resubmitted") or 0),
                 "fingerprint": r.get("fingerprint"),
+                "estimate": r.get("estimate") if i else round_estimate(source.get("estimate")),
                 "batches": list(r.get("batches") or ()),
             }
             for i, r in enumerate(rounds)
@@ -232,6 +309,7 @@ def build_manifest(
         "retryable": (report.get("retryable") or {}).get("count"),
         "usage": usage_fields(report.get("usage")),
         "cost": dict(cost) if cost else None,
+        "estimate": estimate_vs_actual(source, rounds, usage_fields(report.get("usage")), cost),
         "timings": timings,
         "landed": [dict(row) for row in landed],
         "results": dict(results, uri=public_uri(results.get("uri"))) if results else None,

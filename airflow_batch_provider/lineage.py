@@ -90,6 +90,7 @@ def _run_facet_class() -> type:
         rounds: int = 1
         inputFingerprint: str | None = None  # noqa: N815
         manifestUri: str | None = None  # noqa: N815
+        costEstimate: dict[str, Any] | None = None  # noqa: N815
 
         # Ids, counts and token numbers are not secrets: keep them readable.
         _additional_skip_redact = [
@@ -102,6 +103,7 @@ def _run_facet_class() -> type:
             "rounds",
             "inputFingerprint",
             "manifestUri",
+            "costEstimate",
         ]
 
         @staticmethod
@@ -140,6 +142,7 @@ def run_facet_fields(manifest: Mapping[str, Any]) -> dict[str, Any]:
         "rounds": len(rounds) if isinstance(rounds, Sequence) and rounds else 1,
         "inputFingerprint": manifest.get("fingerprint"),
         "manifestUri": public_uri(manifest.get("manifest_uri")),
+        "costEstimate": _estimate_fields(manifest.get("estimate")),
     }
 
 
@@ -266,3 +269,32 @@ def _cost_fields(cost: Any) -> dict[str, Any] | None:
             if isinstance(est, Mapping)
         }
     return out
+
+
+_ESTIMATE_FIELDS = (
+    "requests",
+    "input_tokens",
+    "output_tokens_bound",
+    "cost_low_usd",
+    "cost_high_usd",
+    "exact",
+    "tokenizer",
+    "price_source",
+    "prices_as_of",
+    "max_cost_usd",
+)
+
+
+def _estimate_fields(estimate: Any) -> dict[str, Any] | None:
+    """The pre-submit estimate (submit manifest), or it beside the actual usage (fetch manifest)."""
+    if not isinstance(estimate, Mapping):
+        return None
+    if isinstance(estimate.get("estimated"), Mapping):  # the fetch manifest's comparison
+        out = {"estimated": _estimate_fields(estimate["estimated"])}
+        actual = estimate.get("actual")
+        if isinstance(actual, Mapping):
+            out["actual"] = {k: actual.get(k) for k in ("input_tokens", "output_tokens", "cost_usd")}
+        for key in ("input_tokens_ratio", "output_tokens_share_of_bound", "cost_within_range"):
+            out[key] = estimate.get(key)
+        return out
+    return {k: estimate.get(k) for k in _ESTIMATE_FIELDS if k in estimate}

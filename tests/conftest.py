@@ -5,14 +5,25 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from tests import tiktoken_cache
+
 pytest_plugins = ["airflow_batch_provider.emulator.pytest_plugin"]
 
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+# tiktoken's encodings, seeded offline from a package that ships them (tests/tiktoken_cache.py):
+# no test downloads one, and exact token counts work without internet. The processes a test
+# starts (system test, subprocesses) inherit the variable.
+os.environ.setdefault(
+    "TIKTOKEN_CACHE_DIR", os.path.join(tempfile.gettempdir(), "airflow-batch-provider-tiktoken")
+)
+tiktoken_cache.seed(os.environ["TIKTOKEN_CACHE_DIR"])
 
 
 def _free_port() -> int:

@@ -35,6 +35,7 @@ from airflow_batch_provider.batch_file import (
 )
 from airflow_batch_provider.batch_status import BatchStatus, summarize_batch
 from airflow_batch_provider.completion import ERROR_REASONS
+from airflow_batch_provider.estimate import check_budget, estimate_file, parse_budget
 from airflow_batch_provider.exceptions import BatchFileError, BatchProviderError, ReconciliationError
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
 from airflow_batch_provider.idempotency import (
@@ -104,9 +105,11 @@ class OpenAIBatchFetchOperator(BaseOperator):
     :param poll_interval: Seconds between status checks while waiting.
     :param max_poll_interval: Polling backs off up to this.
     :param timeout: Seconds (or timedelta) to wait for one round, from its batches' creation.
+    :param max_cost_usd: Budget in USD of each resubmission round (templated): a round whose
+        estimated cost's upper bound exceeds it fails before anything is uploaded. ``None``: no guard.
     """
 
-    template_fields: Sequence[str] = ("batches", "destination", "conn_id", "input_uri")
+    template_fields: Sequence[str] = ("batches", "destination", "conn_id", "input_uri", "max_cost_usd")
     operator_extra_links = (OpenAIBatchManifestLink(),)
     template_fields_renderers = {"batches": "json"}
     ui_color = "#d6eaf8"
@@ -127,6 +130,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
         poll_interval: float = 30.0,
         max_poll_interval: float = 300.0,
         timeout: float | timedelta | None = None,
+        max_cost_usd: float | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -151,6 +155,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
         self.poll_interval = float(poll_interval)
         self.max_poll_interval = float(max_poll_interval)
         self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        self.max_cost_usd = max_cost_usd
         self._manifest: dict[str, Any] | None = None  # for lineage, set by the method that finished
 
     # ---- entry points ------------------------------------------------------------------
@@ -434,6 +439,14 @@ class OpenAIBatchFetchOperator(BaseOperator):
             shards = plan_shards(iter_lines(handle), limits)
         fingerprint = input_fingerprint(report.sha256, endpoint, limits)
         legacy = legacy_fingerprints(report.sha256, declared, limits)  # a retry spanning an upgrade
+        estimate = estimate_file(
+            retry_path,
+            default_output_tokens=(state["source"].get("estimate") or {}).get("default_output_tokens"),
+            prices=self.prices,
+            shards=shards,
+        )
+        self.log.info("Round %d estimate: %s", round_no, estimate.summary())
+        check_budget(estimate, parse_budget(self.max_cost_usd), what=f"resubmission round {round_no}")
         ti = context["ti"]
         identity = Identity(
             ti.dag_id,
@@ -497,6 +510,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
             "batch_ids": [s["id"] for s in summaries],
             "resubmitted": count,
             "fingerprint": fingerprint,
+            "estimate": fm.round_estimate(estimate.to_dict()),
             "summaries": summaries,
         }
 

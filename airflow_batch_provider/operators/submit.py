@@ -37,6 +37,7 @@ from airflow_batch_provider.batch_file import (
 )
 from airflow_batch_provider.batch_status import BatchStatus, summarize_batch
 from airflow_batch_provider.completion import resolve_event, totals
+from airflow_batch_provider.estimate import check_budget, estimate_file, parse_budget
 from airflow_batch_provider.exceptions import (
     BatchAuthError,
     BatchFileError,
@@ -124,6 +125,13 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         ``"cancel_and_resubmit"`` (default: cancel the ones still running, create new
         ones), ``"resubmit"`` (leave them running) or ``"fail"``.
     :param max_transient_errors: Consecutive polling errors tolerated while waiting.
+    :param max_cost_usd: Budget in USD (templated): when the estimated cost's upper bound
+        (exact input tokens, output bound, batch prices) exceeds it, fail before anything is
+        uploaded. ``None`` (default): no guard. The estimate is logged and in the manifest either way.
+    :param default_output_tokens: Output bound of a request that sets no ``max_tokens`` /
+        ``max_completion_tokens`` / ``max_output_tokens`` (default: the model's maximum output).
+    :param prices: Price overrides for the estimate, ``{"model-prefix": {"input",
+        "cached_input", "output"}}`` in USD per 1M tokens at the batch rate.
     """
 
     template_fields: Sequence[str] = (
@@ -133,6 +141,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         "conn_id",
         "metadata",
         "shard_limits",
+        "max_cost_usd",
     )
     template_fields_renderers = {"metadata": "json"}
     ui_color = "#d5f5e3"
@@ -162,6 +171,9 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         fail_on_cancelled: bool = True,
         on_input_change: Literal["cancel_and_resubmit", "resubmit", "fail"] = "cancel_and_resubmit",
         max_transient_errors: int = 10,
+        max_cost_usd: float | str | None = None,
+        default_output_tokens: int | None = None,
+        prices: Mapping[str, Mapping[str, float]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -194,6 +206,15 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         self.fail_on_cancelled = fail_on_cancelled
         self.on_input_change = on_input_change
         self.max_transient_errors = max_transient_errors
+        self.max_cost_usd = max_cost_usd
+        if default_output_tokens is not None and (
+            type(default_output_tokens) is not int or default_output_tokens < 0
+        ):
+            raise ValueError(
+                f"default_output_tokens must be a non-negative integer, got {default_output_tokens!r}"
+            )
+        self.default_output_tokens = default_output_tokens
+        self.prices = prices
         self._live_batch_ids: list[str] = []
         # Console URLs of this execute, read by the extra links in the same process;
         # None (a resumed instance) makes them read the XCom instead.
@@ -230,8 +251,9 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         )
         limits = self._limits()
         self._batch_link_urls = []  # nothing submitted yet: no link, and no XCom lookup for one
-        # Fail on bad metadata before reading or uploading anything.
+        # Fail on bad metadata or a bad budget before reading or uploading anything.
         batch_metadata(identity, "0" * 16, 0, 1, self.metadata)
+        budget = parse_budget(self.max_cost_usd)
 
         hook = self.hook
         with self._input() as (path, input_uri, input_conn_id, default_endpoint):
@@ -269,6 +291,11 @@ class OpenAIBatchSubmitOperator(BaseOperator):
                 identity.key,
                 fingerprint,
             )
+            estimate = estimate_file(
+                path, default_output_tokens=self.default_output_tokens, prices=self.prices, shards=shards
+            )
+            self.log.info("Estimate: %s", estimate.summary())
+            check_budget(estimate, budget)  # before any upload: a failed guard costs nothing
             batches = self._submit(
                 hook,
                 path,
@@ -291,6 +318,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             shards=shards,
             batches=batches,
         )
+        manifest["estimate"] = {**estimate.to_dict(), "max_cost_usd": budget}
         # Persist links before waiting: the UI shows them during a wait of hours.
         self._batch_link_urls = persist_batch_links(context, hook, manifest["batch_ids"])
         summaries = [summarize_batch(b) for b in batches]

@@ -57,6 +57,7 @@ from airflow_batch_provider.plugins.view_model import (
     batch_view,
     browser_href,
     error_codes,
+    estimate_view,
     failure_view,
     totals,
 )
@@ -263,6 +264,13 @@ def _apply_landed_manifest(refs: TaskRefs, manifest: Mapping[str, Any]) -> list[
         refs.fetch["results_uri"] = (manifest.get("results") or {}).get("uri")
     if refs.fetch is not None:
         refs.fetch["error_codes"] = error_codes(manifest.get("reconciliation"))
+    compared = manifest.get("estimate")
+    if (
+        refs.estimate is None
+        and isinstance(compared, Mapping)
+        and isinstance(compared.get("estimated"), Mapping)
+    ):
+        refs.estimate = dict(compared["estimated"])
     return [dict(row) for row in manifest.get("landed") or () if isinstance(row, Mapping)]
 
 
@@ -359,6 +367,7 @@ def task_view(
         "batch_ids": refs.batch_ids,
         "batches": views,
         "totals": total,
+        "estimate": estimate_view(refs.estimate, total),
         "fetch": fetch,
         "failure": failure_view(refs.failure),
         "notices": notices,

@@ -399,6 +399,8 @@ def task_page(view: Mapping[str, Any], *, nonce: str) -> str:
             )
             + "</section>"
         )
+    if view.get("estimate"):
+        parts.append(estimate_section(view["estimate"]))
     parts += [batch_card(b) for b in batches]
     fetch = view.get("fetch")
     if fetch:
@@ -412,6 +414,38 @@ def task_page(view: Mapping[str, Any], *, nonce: str) -> str:
     return layout(
         f"OpenAI batches · {ti['task_id']}", "".join(parts), nonce=nonce, refresh=view.get("refresh", 0)
     )
+
+
+def estimate_section(est: Mapping[str, Any]) -> str:
+    """The pre-submit estimate beside the actual usage and cost."""
+
+    def n(value: Any) -> str:
+        return '<span class="muted">not yet</span>' if value is None else f"{int(value):,}"
+
+    kind = "exact, " + str(est.get("tokenizer")) if est.get("exact") else str(est.get("tokenizer"))
+    budget = est.get("max_cost_usd")
+    rows = [
+        (
+            "Input tokens",
+            f"{n(est.get('input_tokens'))} estimated ({e(kind)}) · "
+            f"{n(est.get('actual_input_tokens'))} actual",
+        ),
+        (
+            "Output tokens",
+            f"bound {n(est.get('output_tokens_bound'))} · {n(est.get('actual_output_tokens'))} actual",
+        ),
+        (
+            "Cost",
+            f"{usd(est.get('cost_low_usd'))} to {usd(est.get('cost_high_usd'))} estimated · "
+            + (usd(est.get("actual_cost_usd")) if est.get("actual_cost_usd") is not None else n(None))
+            + " actual",
+        ),
+        (
+            "Budget",
+            usd(budget) + " (max_cost_usd)" if budget is not None else '<span class="muted">no guard</span>',
+        ),
+    ]
+    return f"<h2>Cost estimate</h2>{_dl(rows)}"
 
 
 def _file_ref(uri: Any, target: Any) -> str:

@@ -69,6 +69,7 @@ class TaskRefs:
     manifest_uri: str | None = None
     destination: str | None = None
     failure: dict[str, Any] | None = None
+    estimate: dict[str, Any] | None = None  # the submit manifest's pre-submit estimate
 
 
 def _text(value: Any) -> str | None:
@@ -110,6 +111,8 @@ def refs_from_xcoms(
         if isinstance(shard, Mapping) and shard.get("batch_id"):
             refs.shards[str(shard["batch_id"])] = dict(shard)
     refs.conn_id = _text(returned.get("conn_id")) or _text(rendered_conn_id)
+    if isinstance(returned.get("estimate"), Mapping):
+        refs.estimate = dict(returned["estimate"])
     if "manifest_uri" in returned or "results_uri" in returned:
         refs.fetch = {
             k: returned.get(k) for k in ("manifest_uri", "results_uri", "destination", "counts", "total")

@@ -368,3 +368,28 @@ def totals(batches: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "cost_complete": priced == len(views),
         "all_terminal": all(v["terminal"] for v in views),
     }
+
+
+def estimate_view(estimate: Mapping[str, Any] | None, total: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The pre-submit estimate beside what the batches used so far (``totals`` of the task's batches).
+
+    :param estimate: The submit manifest's ``estimate`` (or the fetch manifest's ``estimated``).
+    :return: ``None`` when the task recorded no estimate; actual figures are ``None`` until a
+        batch reports usage.
+    """
+    if not isinstance(estimate, Mapping):
+        return None
+    usage = total.get("usage") or {}
+    reported = bool(usage.get("responses"))
+    return {
+        "input_tokens": estimate.get("input_tokens"),
+        "output_tokens_bound": estimate.get("output_tokens_bound"),
+        "cost_low_usd": estimate.get("cost_low_usd"),
+        "cost_high_usd": estimate.get("cost_high_usd"),
+        "tokenizer": estimate.get("tokenizer"),
+        "exact": estimate.get("exact"),
+        "max_cost_usd": estimate.get("max_cost_usd"),
+        "actual_input_tokens": int(usage.get("input_tokens") or 0) if reported else None,
+        "actual_output_tokens": int(usage.get("output_tokens") or 0) if reported else None,
+        "actual_cost_usd": total.get("cost_usd") if reported else None,
+    }

@@ -18,7 +18,13 @@ def _summary(batch_id: str, status: str = "completed") -> dict:
 
 
 def test_templated_fields() -> None:
-    assert set(OpenAIBatchFetchOperator.template_fields) == {"batches", "destination", "conn_id", "input_uri"}
+    assert set(OpenAIBatchFetchOperator.template_fields) == {
+        "batches",
+        "destination",
+        "conn_id",
+        "input_uri",
+        "max_cost_usd",
+    }
 
 
 @pytest.mark.parametrize(
