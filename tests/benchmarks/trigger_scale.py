@@ -607,6 +607,22 @@ def _svg(results: list[dict[str, Any]], title: str, note: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def _write_chart(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    import datetime
+    import platform
+
+    day = datetime.date.today().isoformat()
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    note = (
+        f"{day}, {machine}; {MODES['busy']}; {args.latency * 1000:g} ms latency; "
+        f"batches done at {args.complete_after:g} s; poll {args.poll:g} s; log scales"
+    )
+    os.makedirs(os.path.dirname(os.path.abspath(args.svg)), exist_ok=True)
+    with open(args.svg, "w") as f:
+        f.write(_svg(results, "One triggerer event loop: N batch waits", note))
+    print(f"chart: {args.svg}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="the target rows only: no sweep, no peers, no chart")
@@ -621,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-gc-freeze", action="store_true", help="keep import-time objects in the GC")
     p.add_argument("--svg", default=str(SVG), help="where to write the chart ('' for none)")
     p.add_argument("--profile", help="cProfile the triggers of ours into this file")
+    p.add_argument("--chart-from", nargs="*", help="only draw the chart from these runs' printed output")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-n", type=int, help=argparse.SUPPRESS)
@@ -633,6 +650,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.worker:
         _worker(args)
+        return 0
+    if args.chart_from:
+        rows = []
+        for name in args.chart_from:
+            with open(name) as f:
+                rows += [r for line in f if line.startswith("raw: ") for r in json.loads(line[5:])]
+        _write_chart(rows, args)
         return 0
 
     runs: list[tuple[str, int, str]] = [("ours", n, mode) for (n, mode) in TARGETS]
@@ -676,19 +700,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         print("\nraw: " + json.dumps(results))
         if args.svg and not args.quick and not args.rows:
-            import datetime
-            import platform
-
-            day = datetime.date.today().isoformat()
-            machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-            note = (
-                f"{day}, {machine}; {MODES['busy']}; {args.latency * 1000:g} ms latency; "
-                f"batches done at {args.complete_after:g} s; poll {args.poll:g} s; log scales"
-            )
-            os.makedirs(os.path.dirname(os.path.abspath(args.svg)), exist_ok=True)
-            with open(args.svg, "w") as f:
-                f.write(_svg(results, "One triggerer event loop: N batch waits", note))
-            print(f"chart: {args.svg}")
+            _write_chart(results, args)
         if missed:
             print("\nMISSED TARGETS:\n  " + "\n  ".join(missed))
             return 1
