@@ -3,24 +3,26 @@
 Runs N ``OpenAIBatchTrigger`` instances in ONE asyncio event loop against a
 small OpenAI-compatible Batch server (separate process, 50 ms latency per
 request, every batch completes ``--complete-after`` seconds after it was
-created, request counts rising linearly until then), poll interval 1 s, and
-prints, per implementation:
+created, request counts rising linearly until then), poll interval 1 s, on three
+servers: one that lists newest first, a busy shared account (``UNRELATED`` other
+batches interleaved per one of ours, listed newest first) and one without the list
+endpoint. Prints, per row:
 
 - seconds until every trigger fired (from the moment the batches were created),
-- the worst event-loop stall (a 5 ms ticker's largest lateness),
-- RSS growth per trigger (peak RSS during the run minus RSS before the triggers
-  started, divided by N),
-- HTTP requests the server saw.
+- the worst event-loop stall: the largest lateness of a 10 ms ticker, raw (and,
+  for diagnosis, minus GC time and minus time spent waiting for a CPU),
+- RSS growth per trigger, CPU seconds of the run, HTTP requests the server saw.
 
-Side by side, in the same run, with the official provider's
-``airflow.providers.openai.triggers.openai.OpenAIBatchTrigger`` and common.ai's
-``LLMBatchTrigger``, each given an Airflow connection (``AIRFLOW_CONN_...``)
-pointing at the same server. Each implementation runs in a fresh child process,
-so RSS and loop figures do not bleed into each other. The peers are slow (they
-block the loop or hop through a small thread pool), so they run at ``--peer-n``.
+Rows with a target (``TARGETS``, from issue 14) say PASS/FAIL; the script exits 1
+when one is missed. The full run (the default, what ``make bench`` runs) adds a
+sweep of N on the busy account for ours and for the official provider's
+``OpenAIBatchTrigger`` and common.ai's ``LLMBatchTrigger`` (each in a fresh child
+process, given an ``AIRFLOW_CONN_...`` to the same server), and draws all fired and
+worst stall against N into ``docs/benchmarks/trigger_scale.svg`` (hand-rolled SVG).
 
-    .venv/bin/python tests/benchmarks/trigger_scale.py                 # N=1000, 10000; peers 200
-    .venv/bin/python tests/benchmarks/trigger_scale.py --n 1000 --peer-n 1000 --peers all
+    .venv/bin/python tests/benchmarks/trigger_scale.py               # targets, sweep, peers, chart
+    .venv/bin/python tests/benchmarks/trigger_scale.py --quick       # the target rows only
+    .venv/bin/python tests/benchmarks/trigger_scale.py --rows ours:10000:nolist --profile /tmp/p.prof
 """
 
 from __future__ import annotations
