@@ -353,3 +353,99 @@ def async_client_count() -> int:
     with _LOOPS_LOCK:
         holder = _LOOPS.get(id(loop))
     return len(holder.clients) if holder is not None and holder.loop_ref() is loop else 0
+
+
+# --- the lean GET: the triggerer's hot request, without the SDK's model layer ---
+
+
+class LeanGetUnavailable(Exception):
+    """The lean path cannot answer this request: ask the SDK (``response`` is the refusal, if any)."""
+
+    def __init__(self, response: Any = None, request: Any = None, error: BaseException | None = None) -> None:
+        super().__init__("lean GET unavailable")
+        self.response = response
+        self.request = request
+        self.error = error
+
+
+class LeanGet:
+    """Send ``GET`` requests through an SDK client's own HTTP client, with the request the SDK
+    builds (base URL, Azure endpoint and ``api-version``, auth and SDK headers, timeout), and
+    return the parsed JSON: no pydantic model, no per-request options copy.
+
+    Only for static credentials (an API key or a fixed Azure AD token): anything that
+    refreshes per request (key or token providers, workload identity) keeps the SDK path.
+    Success only: every other answer raises :class:`LeanGetUnavailable`, so that the
+    caller lets the SDK do what it does with it (retry, raise its error).
+
+    :param client: the SDK client; build with :func:`lean_getter`.
+    """
+
+    def __init__(self, client: Any, template: Any) -> None:
+        self.client = client
+        self._http = client._client
+        self._request_cls = type(template)  # httpx's or httpx2's Request, as the SDK uses
+        url = template.url
+        prefix = str(url.copy_with(query=None))
+        params = list(url.params.multi_items())
+        headers = {k: v for k, v in template.headers.items() if k.lower() != "host"}
+        extensions = dict(template.extensions)
+        self._prefix = prefix  # the URL up to ``/batches``, Azure endpoint included
+        self._params = params  # e.g. Azure's api-version
+        self._headers = headers
+        self._extensions = extensions
+
+    async def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        """``GET <base>/batches<path>``; the JSON body of a 200.
+
+        :raises LeanGetUnavailable: any other status, a transport error, or a body that is not JSON.
+        """
+        query = self._params + [(k, str(v)) for k, v in (params or {}).items()]
+        request = self._request_cls(
+            "GET",
+            self._prefix + path,
+            params=query or None,
+            headers=self._headers,
+            extensions=self._extensions,
+        )
+        try:
+            response = await self._http.send(request)
+        except Exception as err:  # the SDK maps these to APIConnectionError / APITimeoutError
+            raise LeanGetUnavailable(request=request, error=err) from None
+        if response.status_code != 200:
+            raise LeanGetUnavailable(response)
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            raise LeanGetUnavailable() from None
+
+
+_LEAN: weakref.WeakKeyDictionary[Any, LeanGet | None] = weakref.WeakKeyDictionary()
+_DYNAMIC_AUTH = (
+    "_provider_runtime",
+    "_workload_identity_auth",
+    "_api_key_provider",
+    "_azure_ad_token_provider",
+)
+
+
+async def lean_getter(client: Any) -> LeanGet | None:
+    """The :class:`LeanGet` of ``client`` (built once), or None where only the SDK can send."""
+    if client in _LEAN:
+        return _LEAN[client]
+    lean = None
+    try:
+        from openai._models import FinalRequestOptions
+
+        static = all(getattr(client, name, None) is None for name in _DYNAMIC_AUTH)
+        if static and client.custom_auth is None and callable(getattr(client._client, "send", None)):
+            options = FinalRequestOptions.construct(method="get", url="/batches")
+            options = await client._prepare_options(options)
+            request = client._build_request(options)
+            await client._prepare_request(request)
+            lean = LeanGet(client, request)
+    except Exception:  # an SDK whose internals moved: the SDK path still works
+        log.debug("No lean GET for this client; polling through the SDK", exc_info=True)
+        lean = None
+    _LEAN[client] = lean
+    return lean

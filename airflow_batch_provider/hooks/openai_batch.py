@@ -36,7 +36,9 @@ from airflow_batch_provider.exceptions import (
 from airflow_batch_provider.hooks._openai_clients import (
     OPENAI_API_HOST,
     ClientSettings,
+    LeanGetUnavailable,
     close_async_clients,
+    lean_getter,
     redact,
     settings_from_connection,
     shared_async_client,
@@ -691,6 +693,79 @@ class OpenAIBatchHook(BaseHook):
         return self.check_batch_answer(
             batch, f"GET /batches/{batch_id}", asked=batch_id, settings=self._async_settings
         )
+
+    async def aget_batch_json(self, batch_id: str) -> dict[str, Any]:
+        """``aget_batch`` as the service's JSON object (the triggerer's hot request).
+
+        Sent through the SDK client's HTTP client without the SDK's model layer where the
+        credentials are static; errors, retries and other credentials go through the SDK,
+        with the same outcome as ``aget_batch``.
+        """
+        self._asked(batch_id, "batch id")
+        body = await self._aget_json(
+            f"/{batch_id}", None, f"Reading batch {batch_id}", lambda c: c.batches.retrieve(batch_id)
+        )
+        return self.check_batch_answer(
+            body, f"GET /batches/{batch_id}", asked=batch_id, settings=self._async_settings
+        )
+
+    async def alist_batches_json(
+        self, *, limit: int, after: str | None = None, translate: bool = True
+    ) -> dict[str, Any]:
+        """One page of ``GET /batches`` (newest first) as the service's JSON object.
+
+        :param translate: raise this package's errors (False: the SDK's, with their status code).
+        """
+        params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+
+        async def sdk(c: openai.AsyncOpenAI) -> Any:
+            raw = await c.batches.with_raw_response.list(**params)
+            return raw.http_response.json()
+
+        return await self._aget_json("", params, "Listing batches", sdk, translate)
+
+    async def _aget_json(
+        self, path: str, params: Mapping[str, Any] | None, action: str, sdk: Any, translate: bool = True
+    ) -> Any:
+        client = await self.get_async_conn()
+        lean = await lean_getter(client)
+        try:
+            if lean is not None:
+                try:
+                    body = await lean.get(path, params)
+                    if isinstance(body, dict):
+                        return body
+                except LeanGetUnavailable as refused:
+                    client = await self._after_lean_failure(client, refused)
+            result = await sdk(client)
+        except openai.OpenAIError as err:
+            if not translate:
+                raise
+            self._fail(err, action, self._async_settings)
+        return result if isinstance(result, dict) else result.model_dump()
+
+    @staticmethod
+    async def _after_lean_failure(client: Any, refused: LeanGetUnavailable) -> Any:
+        """What the SDK would have done after this first attempt failed: raise its error, or
+        wait as it waits and return the client that makes the remaining attempts."""
+        retries = client.max_retries
+        response = refused.response
+        if response is not None and (retries <= 0 or not client._should_retry(response)):
+            raise client._make_status_error_from_response(response)
+        if response is None and refused.request is not None and retries <= 0:
+            timeout = isinstance(refused.error, TimeoutError) or "Timeout" in type(refused.error).__name__
+            cls = openai.APITimeoutError if timeout else openai.APIConnectionError
+            raise cls(request=refused.request) from refused.error
+        if response is None and refused.request is None:
+            return client  # a body that was not JSON: the SDK's attempt says what it makes of it
+        from openai._models import FinalRequestOptions
+
+        options = FinalRequestOptions.construct(method="get", url="/batches")
+        headers = response.headers if response is not None else None
+        await asyncio.sleep(client._calculate_retry_timeout(retries, options, headers))
+        return client.with_options(max_retries=retries - 1)
 
     def cancel_batch(self, batch_id: str) -> Batch:
         """Cancel a batch; one already finished or cancelling is returned as it is."""

@@ -52,6 +52,8 @@ JITTER = 0.1
 MAX_RETRY_AFTER = 600.0
 #: Seconds a poll started before the deadline may run past it before the trigger times out.
 DEADLINE_GRACE = 5.0
+#: Longest spread of first polls, seconds (a restart resumes every trigger at once).
+FIRST_POLL_SPREAD = 5.0
 #: Seconds ``on_kill`` spends cancelling (the triggerer bounds it at ``[triggerer] on_kill_timeout``).
 CANCEL_TIMEOUT = 25.0
 
@@ -142,8 +144,11 @@ class OpenAIBatchTrigger(BaseTrigger):
         active = list(self.batch_ids)
         interval = self.poll_interval
         failed_rounds = 0
-        # A triggerer (re)start resumes many triggers at once: spread their first polls.
-        await asyncio.sleep(random.uniform(0, min(0.1 * self.poll_interval, 1.0)))
+        # A triggerer (re)start resumes many triggers at once: spread their first polls over
+        # the interval (the shared poller still serves them with shared list pages).
+        spread = random.uniform(0, min(self.poll_interval, FIRST_POLL_SPREAD))
+        left = self._time_left()
+        await asyncio.sleep(spread if left is None else min(spread, left))
         while True:
             max_age = min(interval / 4, 30.0)  # another trigger's recent read is as good as ours
             try:

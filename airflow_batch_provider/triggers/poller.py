@@ -24,6 +24,11 @@ poller for a batch's state, and the poller:
 
 Every batch a page lists is checked (:mod:`airflow_batch_provider.ids`) before
 any of it is used; a page with an unsafe id fails the ids it should have shown.
+Requests go through the hook's lean JSON path (``aget_batch_json``,
+``alist_batches_json``: the SDK's own request, without its model layer). The
+connection is read again after :data:`SETTINGS_MAX_AGE` and when the service
+refuses the credentials, so a rotated key is picked up without a restart.
+
 A page refused with 401/403/429 hands that error to the ids it should have
 shown (a retrieve each would only multiply the load); a 5xx or network error
 falls back to retrieve. A service without the list endpoint (or rejecting a
@@ -43,7 +48,7 @@ from collections import Counter
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
-from airflow_batch_provider.exceptions import UnsafeIdError
+from airflow_batch_provider.exceptions import BatchAuthError, UnsafeIdError
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,8 @@ COALESCE_DELAY = 0.01  # seconds to gather concurrent requests into one flush
 WAKE_CHUNK = 25  # waiters woken per loop iteration
 REDISCOVER = 300.0  # seconds before ids a discovery missed may send another walk looking for them
 PAGE_ERROR_TTL = 30.0  # seconds a refused (401/403/429) page answers for the ids it should have shown
+SETTINGS_MAX_AGE = 300.0  # seconds the connection's settings are used before it is read again
+AUTH_RELOAD_INTERVAL = 5.0  # shortest time between re-reads caused by refused credentials
 _HEAD = object()  # "no predecessor": the batch was first in the list
 
 _registry: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, BatchPoller]] = (
@@ -93,6 +100,10 @@ class BatchPoller:
     def __init__(self, conn_id: str) -> None:
         self.conn_id = conn_id
         self._hook: OpenAIBatchHook | None = None
+        self._hook_at = 0.0  # when the connection was read
+        self._generation = 0  # bumped whenever a re-read found different settings
+        self._reloading: asyncio.Task[bool] | None = None
+        self._auth_reload_at = -1e9
         self._watched: Counter[str] = Counter()
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -214,9 +225,7 @@ class BatchPoller:
                 if fut is None or fut.done():
                     return  # a page answered it while this waited for its turn
                 self.stats["retrieves"] += 1
-                hook = await self._get_hook()
-                batch = await hook.aget_batch(batch_id)
-            raw = batch.model_dump() if hasattr(batch, "model_dump") else dict(batch)
+                raw = await self._authed(lambda hook: hook.aget_batch_json(batch_id))
         except Exception as exc:
             if self._inflight.get(batch_id) is fut:
                 self._inflight.pop(batch_id, None)
@@ -261,16 +270,14 @@ class BatchPoller:
         if not self.paging:
             return None
         try:
-            client = await (await self._get_hook()).get_async_conn()
+            after = None if cursor is _HEAD else cursor
             async with self._sem:
                 self.stats["pages"] += 1
-                kwargs: dict[str, Any] = {"limit": PAGE_SIZE}
-                if cursor is not _HEAD:
-                    kwargs["after"] = cursor
                 await self._turn()
-                raw = await client.batches.with_raw_response.list(**kwargs)
+                body = await self._authed(
+                    lambda hook: hook.alist_batches_json(limit=PAGE_SIZE, after=after, translate=False)
+                )
             await self._turn()
-            body = raw.http_response.json()
             data = body["data"]
             more = bool(body.get("has_more"))
             hook = await self._get_hook()
@@ -430,10 +437,63 @@ class BatchPoller:
                 self._unseen.discard(bid)
         return found
 
+    # -- the connection -----------------------------------------------------------------------
+
     async def _get_hook(self) -> OpenAIBatchHook:
-        if self._hook is None:
-            self._hook = OpenAIBatchHook(conn_id=self.conn_id)
+        """The hook with the connection as read at most :data:`SETTINGS_MAX_AGE` ago."""
+        if self._hook is None or time.monotonic() - self._hook_at > SETTINGS_MAX_AGE:
+            await self._reload()
+        assert self._hook is not None
         return self._hook
+
+    async def _authed(self, call: Any) -> Any:
+        """``await call(hook)``; when the service refuses the credentials, read the connection
+        again (at most every :data:`AUTH_RELOAD_INTERVAL`) and, if it changed (a rotated key),
+        try once more with it."""
+        hook = await self._get_hook()
+        generation = self._generation
+        try:
+            return await call(hook)
+        except Exception as exc:
+            if not (isinstance(exc, BatchAuthError) or getattr(exc, "status_code", None) in (401, 403)):
+                raise
+            if generation == self._generation:  # nobody has re-read the connection since
+                now = time.monotonic()
+                if now - self._auth_reload_at < AUTH_RELOAD_INTERVAL and not self._reloading_now():
+                    raise
+                self._auth_reload_at = now
+                if not await self._reload():
+                    raise
+            self.stats["auth_retries"] += 1
+            return await call(await self._get_hook())
+
+    def _reloading_now(self) -> bool:
+        return self._reloading is not None and not self._reloading.done()
+
+    async def _reload(self) -> bool:
+        """Read the connection again (one read at a time, shared); True if its settings changed."""
+        if not self._reloading_now():
+            self._reloading = self._spawn(self._load())
+        assert self._reloading is not None
+        return await asyncio.shield(self._reloading)
+
+    async def _load(self) -> bool:
+        hook = OpenAIBatchHook(conn_id=self.conn_id)
+        await hook.get_async_conn()  # reads the connection; the client is shared per settings
+        old = self._hook
+        changed = old is not None and _fingerprint(old) != _fingerprint(hook)
+        self._hook, self._hook_at = hook, time.monotonic()
+        if changed:
+            self._generation += 1
+            self._page_error = None  # a refusal seen with the old settings says nothing now
+            self.stats["settings_changed"] += 1
+            log.info("Connection %r changed; polling with its new settings.", self.conn_id)
+        return changed
+
+
+def _fingerprint(hook: OpenAIBatchHook) -> str | None:
+    settings = hook._async_settings
+    return settings.fingerprint if settings is not None else None
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:

@@ -95,3 +95,76 @@ async def test_without_a_list_endpoint_every_batch_is_retrieved(strict):
     assert [e["status"] for e in events] == ["success"] * 20
     assert not poller.paging
     assert poller.stats["retrieves"] >= 20
+
+
+@pytest.fixture
+def keys(strict) -> Iterator[Any]:
+    """Set the keys the server accepts (None: any); any again afterwards."""
+    bench, base_url, _ = strict
+
+    def accept(keys: list[str] | None) -> None:
+        bench._http(base_url, "POST", "/_bench/keys", {"keys": keys})
+
+    yield accept
+    accept(None)
+
+
+ROTATED = "sk-bench-rotated-not-a-secret"
+
+
+async def _polled_with(bench: Any, base_url: str, key: str, times: int = 3) -> None:
+    """Wait until the poller has sent a few requests with ``key`` (it holds those settings)."""
+    while bench._http(base_url, "GET", "/_bench/requests_by_key").get(key, 0) < times:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+
+
+async def test_a_rotated_key_is_picked_up_on_the_services_refusal(strict, keys, openai_connection):
+    bench, base_url, conn_id = strict
+    keys([bench.API_KEY])
+    [keeper] = bench._http(base_url, "POST", "/_bench/create", {"n": 1, "complete_after": 600})["ids"]
+    [waited] = bench._http(base_url, "POST", "/_bench/create", {"n": 1, "complete_after": 8.0})["ids"]
+    poller = get_poller(conn_id)
+    # Another trigger keeps the shared poller (and the settings it read) alive throughout.
+    keeping = asyncio.ensure_future(
+        _run_all([OpenAIBatchTrigger(conn_id=conn_id, batch_ids=[keeper], poll_interval=0.1)])
+    )
+    waiting = asyncio.ensure_future(
+        _run_all([OpenAIBatchTrigger(conn_id=conn_id, batch_ids=[waited], poll_interval=0.1)])
+    )
+    await _polled_with(bench, base_url, bench.API_KEY)
+    assert not waiting.done()
+
+    # Rotation: the connection gets the new key, then the service stops accepting the old one.
+    openai_connection(conn_id, host=base_url, password=ROTATED, extra={"max_retries": 0})
+    keys([ROTATED])
+    [event] = await waiting
+
+    assert event["status"] == "success", event
+    assert bench._http(base_url, "GET", "/_bench/requests_by_key").get(ROTATED, 0) > 0
+    assert poller.stats["settings_changed"] == 1
+    assert not keeping.done()  # the poller was never released and rebuilt
+    keeping.cancel()
+    await asyncio.gather(keeping, return_exceptions=True)
+
+
+async def test_the_connection_is_read_again_after_a_bounded_age(strict, keys, openai_connection, monkeypatch):
+    from airflow_batch_provider.triggers import poller as poller_module
+
+    bench, base_url, conn_id = strict
+    keys([bench.API_KEY, ROTATED])  # both accepted: only the age can make the poller re-read
+    monkeypatch.setattr(poller_module, "SETTINGS_MAX_AGE", 0.3)
+    [keeper] = bench._http(base_url, "POST", "/_bench/create", {"n": 1, "complete_after": 600})["ids"]
+    [waited] = bench._http(base_url, "POST", "/_bench/create", {"n": 1, "complete_after": 1.5})["ids"]
+    keeping = asyncio.ensure_future(
+        _run_all([OpenAIBatchTrigger(conn_id=conn_id, batch_ids=[keeper], poll_interval=0.1)])
+    )
+    await _polled_with(bench, base_url, bench.API_KEY)
+    openai_connection(conn_id, host=base_url, password=ROTATED, extra={"max_retries": 0})
+
+    [event] = await _run_all([OpenAIBatchTrigger(conn_id=conn_id, batch_ids=[waited], poll_interval=0.1)])
+
+    assert event["status"] == "success", event
+    used = bench._http(base_url, "GET", "/_bench/requests_by_key")
+    assert used.get(ROTATED, 0) > 0, used
+    keeping.cancel()
+    await asyncio.gather(keeping, return_exceptions=True)

@@ -131,3 +131,40 @@ async def test_async_errors_are_translated_without_the_key(conn):
         with pytest.raises(BatchAuthError) as info:
             await OpenAIBatchHook("openai_a401").aget_batch("batch_1")
     assert KEY not in str(info.value)
+
+
+@pytest.mark.parametrize("azure", [False, True], ids=["openai", "azure"])
+async def test_the_lean_poll_sends_what_the_sdk_sends_and_returns_the_same_batch(openai_connection, azure):
+    with ScriptedServer(lambda r: Reply(200, batch_json("batch_1", status="in_progress"))) as server:
+        extra = {"azure_endpoint": server.url, "api_version": "2024-10-21"} if azure else {}
+        host = server.url if azure else f"{server.url}/v1"
+        openai_connection("openai_lean", host=host, password=KEY, extra={**extra, "organization": "org-x"})
+        hook = OpenAIBatchHook("openai_lean")
+        model = await hook.aget_batch("batch_1")
+        raw = await hook.aget_batch_json("batch_1")
+        page = await hook.alist_batches_json(limit=100, after="batch_0")
+        assert await clients.lean_getter(await hook.get_async_conn()) is not None  # not the SDK path
+    sdk, lean, listed = server.requests
+    assert (lean.method, lean.path, lean.query) == (sdk.method, sdk.path, sdk.query)
+    for name in ("authorization", "api-key", "openai-organization", "user-agent"):
+        assert lean.headers.get(name) == sdk.headers.get(name), name
+    assert raw == model.model_dump(exclude_unset=True)
+    assert listed.path == sdk.path.removesuffix("/batch_1")
+    assert listed.query == {**sdk.query, "limit": ["100"], "after": ["batch_0"]}
+    assert isinstance(page, dict)
+
+
+async def test_the_lean_poll_keeps_the_sdks_errors_and_retries(conn):
+    replies = iter([error(503, "busy"), Reply(200, batch_json("batch_1", status="completed"))])
+    with ScriptedServer(lambda r: next(replies)) as server:
+        conn("openai_lean_retry", server.url, max_retries=1)
+        raw = await OpenAIBatchHook("openai_lean_retry").aget_batch_json("batch_1")
+    assert raw["status"] == "completed"
+    assert len(server.requests) == 2  # one lean attempt, one SDK retry: max_retries honoured
+
+    with ScriptedServer(lambda r: error(401, f"Incorrect API key provided: {KEY}")) as server:
+        conn("openai_lean_401", server.url, max_retries=3)
+        with pytest.raises(BatchAuthError) as info:
+            await OpenAIBatchHook("openai_lean_401").aget_batch_json("batch_1")
+    assert KEY not in str(info.value)
+    assert len(server.requests) == 1  # a 401 is not retried, as with the SDK
