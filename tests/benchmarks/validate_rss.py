@@ -143,7 +143,7 @@ def measure_cli(name: str, path: Path) -> tuple[bool, str]:
     ok_report = (status == 0 and report.get("ok")) if expected is None else (status == 1 and expected in problems)
     ok = ok_report and peak <= MAX_RSS_MB and "Traceback" not in stderr
     verdict = "PASS" if ok else "FAIL"
-    found = "valid" if report.get("ok") else f"{report.get('problem_count')} problem(s), first {problems[:2]}"
+    found = "valid" if report.get("ok") else f"{report.get('problem_count')} problems, first {problems[:2]}"
     return ok, f"{verdict}  cli       {name:>12}: peak RSS {peak:6.1f} MB, {seconds:6.1f} s; {found}"
 
 
