@@ -660,7 +660,9 @@ def validate_lines(
         nonlocal seq, dropped
         seq += 1
         if max_problems is None:
-            kept.append((-line, -seq, Problem(line, code, PROBLEM_MESSAGES[code].format(**fields), custom_id)))
+            kept.append(
+                (-line, -seq, Problem(line, code, PROBLEM_MESSAGES[code].format(**fields), custom_id))
+            )
         elif len(kept) < max_problems:
             entry = (-line, -seq, Problem(line, code, PROBLEM_MESSAGES[code].format(**fields), custom_id))
             heapq.heappush(kept, entry)

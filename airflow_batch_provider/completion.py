@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from airflow_batch_provider.batch_file import plural
 from airflow_batch_provider.batch_status import BatchStatus
 from airflow_batch_provider.exceptions import (
     BatchAuthError,
@@ -200,7 +201,11 @@ def _describe_failed(batch: Mapping[str, Any], start_line: int | None) -> str:
     errors = list(batch.get("errors") or [])
     head = (
         f"Batch {batch.get('id')}{_shard(batch)} failed"
-        + (f" with {len(errors)} error(s) from the service" if errors else " and the service gave no reason")
+        + (
+            f" with {plural(len(errors), 'error')} from the service"
+            if errors
+            else " and the service gave no reason"
+        )
         + f" (input file {batch.get('input_file_id')}):"
     )
     lines = [head]

@@ -282,12 +282,12 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             # A retry that spans an upgrade: the previous scheme hashed the endpoint as spelled.
             legacy = legacy_fingerprints(report.sha256, self.endpoint or default_endpoint or endpoint, limits)
             self.log.info(
-                "Input %s: %d requests, %d bytes, model %s -> %d shard(s); identity %s, fingerprint %s",
+                "Input %s: %s, %s, model %s -> %s; identity %s, fingerprint %s",
                 input_uri or "(records)",
-                report.request_count,
-                report.byte_count,
+                plural(report.request_count, "request"),
+                plural(report.byte_count, "byte"),
                 report.model,
-                len(shards),
+                plural(len(shards), "shard"),
                 identity.key,
                 fingerprint,
             )
@@ -572,8 +572,8 @@ class OpenAIBatchSubmitOperator(BaseOperator):
                 seen, interval = progress, self.poll_interval
                 counts = progress[1]
                 self.log.info(
-                    "Waiting for %d batch(es): %s; %d completed, %d failed of %d requests",
-                    len(batch_ids),
+                    "Waiting for %s: %s; %d completed, %d failed of %d requests",
+                    plural(len(batch_ids), "batch", "batches"),
                     ", ".join(f"{b}={s}" for b, s in progress[0]),
                     counts["completed"],
                     counts["failed"],
@@ -622,8 +622,8 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         manifest = {**manifest, "batches": summaries}
         counts = totals(summaries)
         self.log.info(
-            "All %d batch(es) done: %d of %d requests completed, %d failed.",
-            len(summaries),
+            "Done: %s; %d of %d requests completed, %d failed.",
+            plural(len(summaries), "batch", "batches"),
             counts["completed"],
             counts["total"],
             counts["failed"],

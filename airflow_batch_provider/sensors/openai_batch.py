@@ -231,11 +231,11 @@ class OpenAIBatchSensor(BaseSensorOperator):
             return self._transient_errors + 1
         ti = context["ti"]
         reschedule = int(context.get("task_reschedule_count") or 0)
-        previous = store.get(_TRANSIENT_ERRORS_KEY) or {}
+        previous: Any = store.get(_TRANSIENT_ERRORS_KEY)
         follows = isinstance(previous, dict) and (
             previous.get("try") == ti.try_number and previous.get("reschedule") == reschedule - 1
         )
-        errors = int(previous.get("errors", 0)) + 1 if follows else 1  # type: ignore[union-attr]
+        errors = int(previous.get("errors") or 0) + 1 if follows else 1
         store.set(_TRANSIENT_ERRORS_KEY, {"try": ti.try_number, "reschedule": reschedule, "errors": errors})
         return errors
 

@@ -38,7 +38,9 @@ from pathlib import Path
 MAX_RSS_MB = 150.0
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(sys.executable).parent / "airflow-batch"
-LINE = b'{"custom_id":"r%07d","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}\n'
+LINE = (
+    b'{"custom_id":"r%07d","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}\n'
+)
 
 
 def generate(directory: Path, only: str | None) -> dict[str, Path]:
@@ -119,7 +121,11 @@ def _operator_child(path: str) -> None:
         outcome = f"valid, then {type(err).__name__}"
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"baseline": baseline, "peak": peak, "seconds": seconds, "outcome": outcome, "problems": problems}))
+    print(
+        json.dumps(
+            {"baseline": baseline, "peak": peak, "seconds": seconds, "outcome": outcome, "problems": problems}
+        )
+    )
 
 
 def _run(command: list[str]) -> tuple[str, str, int, float, float]:
@@ -140,10 +146,12 @@ def measure_cli(name: str, path: Path) -> tuple[bool, str]:
     expected = EXPECTED[name]
     report = json.loads(stdout) if stdout.strip() else {}
     problems = [(p["line"], p["code"]) for p in report.get("problems", [])]
-    ok_report = (status == 0 and report.get("ok")) if expected is None else (status == 1 and expected in problems)
+    ok_report = (
+        (status == 0 and report.get("ok")) if expected is None else (status == 1 and expected in problems)
+    )
     ok = ok_report and peak <= MAX_RSS_MB and "Traceback" not in stderr
     verdict = "PASS" if ok else "FAIL"
-    found = "valid" if report.get("ok") else f"{report.get('problem_count')} problem(s), first {problems[:2]}"
+    found = "valid" if report.get("ok") else f"{report.get('problem_count')} problems, first {problems[:2]}"
     return ok, f"{verdict}  cli       {name:>12}: peak RSS {peak:6.1f} MB, {seconds:6.1f} s; {found}"
 
 
@@ -168,6 +176,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--keep", type=Path, help="write the inputs here and keep them")
     parser.add_argument("--only", choices=sorted(EXPECTED), help="one input only")
+    parser.add_argument("--path", choices=("cli", "operator"), help="one code path only")
     parser.add_argument("--operator-child", metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.operator_child:
@@ -180,7 +189,8 @@ def main() -> int:
         paths = generate(directory, args.only)
         for name, path in paths.items():
             print(f"{name}: {path.stat().st_size:,} bytes")
-            for measure in (measure_cli, measure_operator):
+            chosen = {"cli": measure_cli, "operator": measure_operator}
+            for measure in [chosen[args.path]] if args.path else chosen.values():
                 ok, text = measure(name, path)
                 print(text, flush=True)
                 failed |= not ok

@@ -159,7 +159,7 @@ def test_unversioned_urls_on_a_plain_openai_connection_fail_before_any_upload(da
 
     message = str(err.value)
     assert "nothing was uploaded" in message
-    assert 'line 1: url is "/chat/completions", Azure OpenAI\'s unversioned spelling: ' in message
+    assert 'lines 1-3: url is "/chat/completions", Azure OpenAI\'s unversioned spelling: ' in message
     assert 'use "/v1/chat/completions"' in message
     assert err.value.report.problem_count == 3
     stats = dag_env.emulator.stats()

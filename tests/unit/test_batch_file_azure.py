@@ -133,7 +133,7 @@ def test_cli_azure_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
     assert cli.main(["validate", str(path)]) == cli.EXIT_INVALID
     out = capsys.readouterr().out
-    assert 'line 1: url is "/chat/completions", Azure OpenAI\'s unversioned spelling' in out
+    assert 'lines 1-2: url is "/chat/completions", Azure OpenAI\'s unversioned spelling' in out
 
     assert cli.main(["validate", "--azure", str(path)]) == cli.EXIT_OK
     assert "valid: 2 requests" in capsys.readouterr().out

@@ -618,9 +618,11 @@ def test_duplicates_stay_exact_across_a_spill_to_disk(monkeypatch: pytest.Monkey
     found = [(p.line, p.custom_id, p.message) for p in report.problems]
     expected = _duplicates_naive(ids)
     assert [(n, cid) for n, cid, _ in found] == [(n, cid) for n, cid, _ in expected]
-    for (_, _, message), (_, _, first) in zip(found, expected):
+    for (_, _, message), (_, _, first) in zip(found, expected, strict=True):
         assert f"(first on line {first})" in message
-    assert report.problem_count == len(expected) and not any(p.code != "duplicate_custom_id" for p in report.problems)
+    assert report.problem_count == len(expected) and not any(
+        p.code != "duplicate_custom_id" for p in report.problems
+    )
 
 
 def test_a_bounded_report_keeps_the_first_lines_even_when_duplicates_are_found_late(
@@ -630,7 +632,11 @@ def test_a_bounded_report_keeps_the_first_lines_even_when_duplicates_are_found_l
     ids = [f"id-{i}" for i in range(12)] + ["id-1"] + [f"x-{i}" for i in range(3)]
     lines = [line(0, custom_id=cid) for cid in ids] + [b"bad\n"] * 4
     report = validate_lines(lines, max_problems=3)
-    assert codes(report) == [(13, "duplicate_custom_id"), (17, "invalid_json_line"), (18, "invalid_json_line")]
+    assert codes(report) == [
+        (13, "duplicate_custom_id"),
+        (17, "invalid_json_line"),
+        (18, "invalid_json_line"),
+    ]
     assert report.problem_count == 5
 
 

@@ -97,7 +97,7 @@ def test_failed_batch_quotes_validation_errors_and_lines():
     with pytest.raises(BatchFailedError) as info:
         resolve_event(success(b), shards=shards)
     msg = str(info.value)
-    assert "Batch b2 (shard 2/2) failed with 2 error(s)" in msg
+    assert "Batch b2 (shard 2/2) failed with 2 errors" in msg
     assert "line 3 (input line 103): [invalid_json_line] This line is not parseable" in msg
     assert "[token_limit_exceeded] Enqueued token limit reached." in msg
     assert info.value.batches == [b]

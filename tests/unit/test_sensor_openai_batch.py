@@ -164,7 +164,9 @@ def poke_server(openai_connection):
 
     def make(route):
         server = ScriptedServer(route)
-        openai_connection("openai_poke", host=f"{server.url}/v1", password="sk-poke", extra={"max_retries": 0})
+        openai_connection(
+            "openai_poke", host=f"{server.url}/v1", password="sk-poke", extra={"max_retries": 0}
+        )
         return server
 
     return make
