@@ -73,7 +73,8 @@ class EmulatorHandle:
     :param port: port (0 = a free one; kept across restarts).
     :param api_key: the key clients should use.
     :param mode: ``thread`` or ``subprocess``.
-    :param startup_timeout: seconds to wait for the server.
+    :param startup_timeout: seconds to wait for the server (a bound for failure only: generous,
+        so a loaded CI machine does not cross it).
     """
 
     def __init__(
@@ -85,7 +86,7 @@ class EmulatorHandle:
         port: int = 0,
         api_key: str = DEFAULT_API_KEY,
         mode: str = "thread",
-        startup_timeout: float = 30.0,
+        startup_timeout: float = 120.0,
     ) -> None:
         if mode not in ("thread", "subprocess"):
             raise ValueError("mode must be 'thread' or 'subprocess'")
@@ -282,7 +283,7 @@ def running_emulator(
     host: str = "127.0.0.1",
     port: int = 0,
     api_key: str = DEFAULT_API_KEY,
-    startup_timeout: float = 30.0,
+    startup_timeout: float = 120.0,
     **options: Any,
 ) -> Iterator[EmulatorHandle]:
     """Run an emulator for the duration of a ``with`` block.
@@ -293,7 +294,8 @@ def running_emulator(
     :param host: interface.
     :param port: port (0 = a free one).
     :param api_key: the key clients use; accepted unless ``api_keys`` says otherwise.
-    :param startup_timeout: seconds to wait for the server.
+    :param startup_timeout: seconds to wait for the server (a bound for failure only: generous,
+        so a loaded CI machine does not cross it).
     :param options: any CLI option with underscores, e.g. ``requests_per_second=20``,
         ``completion_window_seconds=2``, ``faults={...}``, ``backend="upstream"``,
         ``upstream_url=...``, ``api_keys=[...]``, ``accept_any_key=True``, ``max_requests=10``.

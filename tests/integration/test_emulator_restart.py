@@ -52,7 +52,8 @@ def test_killed_server_resumes_running_batch(tmp_path):
         assert emulator.port == port  # same base URL after the restart
 
 
-@pytest.mark.emulator(validation_delay=1, finalization_delay=1, requests_per_second=100)
+# Delays longer than any restart on a loaded machine: the states below are still the same after it.
+@pytest.mark.emulator(validation_delay=10, finalization_delay=10, requests_per_second=100)
 def test_restart_during_validation_and_cancelling(batch_emulator):
     client = batch_emulator.client(max_retries=5)
     cancelled = start_batch(client, chat_lines(200, prefix="c"))

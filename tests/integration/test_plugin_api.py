@@ -250,7 +250,8 @@ def test_task_view_falls_back_to_the_recorded_state_when_the_service_is_down(dag
 
 @pytest.mark.emulator(api_key=SECRET_KEY, requests_per_second=1)
 def test_task_view_of_a_running_batch_has_eta_and_refreshes(dag_env, client, auth):
-    dr = _submit(dag_env, "ui_running", _request_lines(8), extra="wait_for_completion=False,")
+    # 40 s of work at 1 request/s: still running however slowly the page answers under load.
+    dr = _submit(dag_env, "ui_running", _request_lines(40), extra="wait_for_completion=False,")
     deadline = time.monotonic() + 60  # a bound for failure only: no load reaches it
     while True:
         view = client.get(f"{PREFIX}/api/ti", params=_ti(dr, "submit"), headers=_as(auth["admin"])).json()
@@ -260,7 +261,7 @@ def test_task_view_of_a_running_batch_has_eta_and_refreshes(dag_env, client, aut
         time.sleep(0.3)
 
     assert batch["status"] == "in_progress" and batch["terminal"] is False
-    assert batch["progress"]["total"] == 8 and 1 <= batch["progress"]["completed"] < 8
+    assert batch["progress"]["total"] == 40 and 1 <= batch["progress"]["completed"] < 40
     assert batch["eta"]["seconds"] is not None and batch["eta"]["seconds"] > 0
     assert view["refresh"] > 0
     page = client.get(f"{PREFIX}/ti", params=_ti(dr, "submit"), headers=_as(auth["admin"])).text
