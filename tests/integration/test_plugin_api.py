@@ -563,6 +563,8 @@ def test_task_tab_reads_a_manifest_only_under_the_tasks_destination(dag_env, cli
     assert "batch_planted" not in view["batch_ids"] and view["conn_id"] == "openai_default"
     assert any("outside the task's destination" in n for n in view["notices"])
     assert [b["source"] for b in view["batches"]] == ["live"]
+
+
 def test_task_view_of_a_submit_that_failed_validation_says_why(dag_env, client, auth):
     lines = _request_lines(3).splitlines(keepends=True)
     lines[1] = '{"custom_id": "q-1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": \n'
