@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv test test-oldest lint demo airflow stop system-test bench clean
+.PHONY: venv test test-oldest lint demo airflow stop system-test stack-test bench clean
 
 venv: $(STAMP)
 
@@ -51,6 +51,14 @@ stop:
 system-test: venv
 	timeout -k 60 1500 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 \
 	  --basetemp=/tmp/airflow-batch-provider-system-test tests/system
+
+# The production topology (tests/stack/topology.py), natively: PostgreSQL, Redis, moto's S3,
+# api-server, scheduler, dag-processor, two triggerers, a Celery worker, with the fan-out,
+# failover, worker-kill, Postgres-restart and example drills (needs the Debian packages
+# postgresql and redis-server). Artifacts stay in /tmp/airflow-batch-provider-stack-test.
+stack-test: venv
+	timeout -k 60 1200 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 \
+	  --basetemp=/tmp/airflow-batch-provider-stack-test tests/stack
 
 bench: venv
 	for f in tests/benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
