@@ -57,7 +57,7 @@ system-test: venv
 # failover, worker-kill, Postgres-restart and example drills (needs the Debian packages
 # postgresql and redis-server). Artifacts stay in /tmp/airflow-batch-provider-stack-test.
 stack-test: venv
-	timeout -k 60 1200 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 \
+	timeout -k 60 3000 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 \
 	  --basetemp=/tmp/airflow-batch-provider-stack-test tests/stack
 
 bench: venv

@@ -30,10 +30,10 @@ BUCKET = "batch-results"
 
 #: name -> emulator options. ``main`` serves the examples (batches validate for 8 s: the
 #: examples have no retries, see apache/airflow#72716 in tests/system/README.md); ``drill``
-#: keeps batches validating for 20 s, so that a fan-out is held by the triggerers at once.
+#: keeps batches validating for 30 s, so that a fan-out is held by the triggerers at once.
 EMULATORS: dict[str, dict[str, Any]] = {
     "main": {"profile": "fast", "requests_per_second": 50, "validation_delay": 8},
-    "drill": {"profile": "fast", "requests_per_second": 200, "validation_delay": 20},
+    "drill": {"profile": "fast", "requests_per_second": 200, "validation_delay": 30},
     # The capacity drill's batches never leave ``validating``: its triggers wait throughout.
     "capacity": {"profile": "fast", "validation_delay": 86400},
 }
@@ -100,11 +100,13 @@ class NativeStack:
         self.airflow.kill_service("celery-worker", signal.SIGKILL)
 
     def triggerer_jobs(self) -> dict[int, str]:
-        """``{TriggererJob id: triggerer process name}`` of the running jobs."""
-        rows = self.airflow.query(
-            "SELECT id, hostname FROM job WHERE job_type = 'TriggererJob' AND state = 'running'"
-        )
+        """``{TriggererJob id: triggerer process name}`` of every job (a SIGKILLed one stays "running")."""
+        rows = self.airflow.query("SELECT id, hostname FROM job WHERE job_type = 'TriggererJob'")
         return {int(job_id): self.triggerers[TRIGGERER_HOSTS.index(host)] for job_id, host in rows}
+
+    def current_job(self, triggerer: str) -> int:
+        """The job id of a triggerer process's latest start."""
+        return max(job for job, name in self.triggerer_jobs().items() if name == triggerer)
 
 
 def airflow_environment(database_url: str, broker_url: str, *, s3_url: str, dags: Path) -> dict[str, str]:
