@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -73,6 +74,35 @@ def dags_folder(root: Path) -> Path:
     return folder
 
 
+class Supervisor:
+    """Starts again an Airflow service that exited with a non-zero status, as compose's
+    ``restart: on-failure`` (topology.RESTART) does. A service a drill kills (by a signal) stays down."""
+
+    def __init__(self, airflow: AirflowStack) -> None:
+        self.airflow = airflow
+        #: (time, service, exit status) of every restart
+        self.restarts: list[tuple[float, str, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
+
+    def start(self) -> Supervisor:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            for name, process in list(self.airflow.processes.items()):
+                code = process.poll()
+                if code is not None and code > 0 and not self._stop.is_set():
+                    self.restarts.append((time.time(), name, code))
+                    with contextlib.suppress(Exception):
+                        self.airflow.start_service(name)
+
+
 @dataclass
 class NativeStack:
     """A running native stack (see the module docstring)."""
@@ -84,6 +114,7 @@ class NativeStack:
     s3_url: str
     emulators: dict[str, EmulatorHandle]
     airflow: AirflowStack
+    supervisor: Supervisor
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -95,6 +126,12 @@ class NativeStack:
         self.postgres.stop(fast=True)
         time.sleep(downtime)
         self.postgres.start()
+
+    def healthy(self) -> bool:
+        """The api-server reports the database, scheduler, triggerer and dag-processor healthy."""
+        data = self.airflow.api("GET", "/monitor/health")
+        parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        return all((data.get(p) or {}).get("status") == "healthy" for p in parts)
 
     def kill_worker(self) -> None:
         self.airflow.kill_service("celery-worker", signal.SIGKILL)
@@ -214,6 +251,8 @@ def running(root: Path) -> Iterator[NativeStack]:
             emulators=emulators,
         )
         stack.callback(airflow.stop)
-        airflow.start(timeout=300)
+        airflow.start(timeout=600)
+        supervisor = Supervisor(airflow).start()
+        stack.callback(supervisor.stop)
         timings["airflow healthy"] = time.monotonic() - started
-        yield NativeStack(root, postgres, broker, s3, s3_url, emulators, airflow, timings)
+        yield NativeStack(root, postgres, broker, s3, s3_url, emulators, airflow, supervisor, timings)

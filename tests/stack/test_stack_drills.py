@@ -227,11 +227,13 @@ def test_drill4_postgres_restarted_mid_run_tasks_and_triggers_resume(stack: Nati
             interval=0.5,
             message="deferred tasks",
         )
+        restarts_before = len(stack.supervisor.restarts)
         stack.restart_postgres(downtime=5)
         back_at = time.monotonic()
-        stack.airflow.wait_healthy(timeout=300)
+        wait_until(stack.healthy, timeout=600, interval=1.0, message="a healthy Airflow after the restart")
         recovery = time.monotonic() - back_at
         record_ = fanout.wait()
+    restarted = sorted({name for _t, name, _c in stack.supervisor.restarts[restarts_before:]})
     created = fanout.check(record_)
     record(
         DrillReport(
@@ -240,7 +242,7 @@ def test_drill4_postgres_restarted_mid_run_tasks_and_triggers_resume(stack: Nati
             created,
             recovery,
             seen.most_held,
-            {"downtime_s": 5},
+            {"downtime_s": 5, "services_restarted_on_failure": restarted},
         ),
         stack.root,
     )

@@ -51,8 +51,8 @@ def _blocked_since(stack: NativeStack, name: str, since: float) -> list[float]:
 @pytest.mark.timeout(1800)
 def test_one_triggerer_capacity_with_worst_stall_under_100ms(stack: NativeStack) -> None:
     airflow = stack.airflow
-    measured, kept = stack.triggerers[1], stack.triggerers[0]
-    airflow.kill_service(kept, signal.SIGTERM)  # one triggerer holds everything
+    measured, stopped = stack.triggerers[1], stack.triggerers[0]
+    airflow.kill_service(stopped, signal.SIGKILL)  # one triggerer holds everything
     ticks = stack.root / "ticks.jsonl"
     airflow.wait_for_dags(["stack_capacity"], timeout=240)
     run_id = airflow.trigger("stack_capacity", {"ticks": str(ticks)})
@@ -134,4 +134,4 @@ def test_one_triggerer_capacity_with_worst_stall_under_100ms(stack: NativeStack)
         assert under, f"even {STEPS[0]} triggers stall the loop over {STALL_MS} ms: {steps}"
     finally:
         airflow.api("DELETE", f"/dags/stack_capacity/dagRuns/{run_id}", expect=(204, 404))
-        airflow.start_service(kept)
+        airflow.start_service(stopped)

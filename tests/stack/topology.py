@@ -46,6 +46,10 @@ SERVICES: dict[str, Service] = {
     "celery-worker": Service("airflow-worker", ("celery", "worker"), replicas=1),
 }
 
+#: What happens to an Airflow service that exits with an error (e.g. while the database is
+#: down): compose's ``restart`` of every Airflow service; natively, ``native.Supervisor``.
+RESTART = "on-failure"
+
 #: One-shot jobs that run before the services (compose names).
 INIT_JOBS = ("airflow-init", "minio-init")
 

@@ -48,6 +48,15 @@ def test_compose_runs_exactly_the_topology_services(compose: dict[str, Any]) -> 
             assert spec["command"] == list(service.command), service.compose
 
 
+def test_compose_restarts_failed_airflow_services_as_the_native_supervisor_does(
+    compose: dict[str, Any],
+) -> None:
+    assert compose["x-airflow-common"]["restart"] == topology.RESTART == "on-failure"
+    for service in topology.SERVICES.values():
+        if service.command:
+            assert compose["services"][service.compose].get("restart", topology.RESTART) == topology.RESTART
+
+
 def test_compose_sets_the_topology_settings(compose: dict[str, Any]) -> None:
     env = _settings(compose["x-airflow-common"]["environment"])
     expected = set(topology.SETTINGS) | topology.PER_DEPLOYMENT
