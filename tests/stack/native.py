@@ -50,6 +50,9 @@ NATIVE_SETTINGS = {
     "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
     # Eight task processes and the drills share one api-server worker on two busy cores.
     "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+    # Importing a DAG file takes 30 s and more when two cores run ten task processes.
+    "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "300",
+    "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "300",
     # The watchdog sleeps 100 ms and logs when the loop took longer than this: a stall > 100 ms.
     "AIRFLOW__TRIGGERER__BLOCKED_MAIN_THREAD_WARNING_THRESHOLD": "0.2",
     # The base harness turns schedules off; here Airflow's default, as in compose: the

@@ -104,6 +104,8 @@ NATIVE_ONLY: dict[str, str] = {
     "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "less parsing on two cores",
     "AIRFLOW__CELERY__WORKER_CONCURRENCY": "sized for two cores",
     "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "one api-server worker on two busy cores answers slowly",
+    "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "a DAG import takes over 30 s on two busy cores",
+    "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "the same, in the dag-processor",
     "AIRFLOW__TRIGGERER__BLOCKED_MAIN_THREAD_WARNING_THRESHOLD": "log every loop stall over 100 ms",
 }
 
