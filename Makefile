@@ -11,7 +11,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # exact token estimates without internet; nothing downloads them at run time.
 export TIKTOKEN_CACHE_DIR ?= $(CURDIR)/.tiktoken-cache
 
-.PHONY: venv test test-oldest lint demo airflow stop system-test bench clean
+.PHONY: venv test test-oldest lint demo airflow stop system-test stack-test bench clean
 
 venv: $(STAMP)
 
@@ -56,6 +56,15 @@ stop:
 system-test: venv
 	timeout -k 60 1500 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 \
 	  --basetemp=/tmp/airflow-batch-provider-system-test tests/system
+
+# The production topology (tests/stack/topology.py), natively: PostgreSQL, Redis, moto's S3,
+# api-server, scheduler, dag-processor, two triggerers, a Celery worker, with the fan-out,
+# failover, worker-kill, Postgres-restart and example drills (needs the Debian packages
+# postgresql and redis-server). Artifacts stay in /tmp/airflow-batch-provider-stack-test.
+stack-test: venv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev,s3,openlineage,bench,stack]" "apache-airflow==$(AIRFLOW_VERSION)"
+	timeout -k 60 3000 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 \
+	  --basetemp=/tmp/airflow-batch-provider-stack-test tests/stack
 
 bench: venv
 	for f in tests/benchmarks/*.py; do $(BIN)/python $$f || exit 1; done

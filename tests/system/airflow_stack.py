@@ -5,7 +5,11 @@ SimpleAuthManager with one known admin, a fixed JWT secret and Fernet key) whose
 services run as child processes, each in its own session (process group) so that a
 drill can SIGKILL one of them and everything is reaped at the end. Tests talk to it
 the way users do: the REST API (``/api/v2``, token from ``/auth/token``); they read
-the SQLite file read-only for what the API hides (trigger kwargs, triggerer ids).
+the database read-only for what the API hides (trigger kwargs, triggerer ids).
+
+The services and the database are parameters: ``make stack-test`` (``tests/stack/``)
+runs the same class on PostgreSQL with CeleryExecutor, one Celery worker and two
+triggerers.
 
 Nothing here knows about batches: connections and extra settings come from the caller.
 """
@@ -23,9 +27,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +40,12 @@ import httpx
 SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
 USERNAME = "drill"
 T = TypeVar("T")
+#: Errors of a busy server or database that a poll simply tries again after.
+_RETRYABLE: tuple[type[BaseException], ...] = (httpx.HTTPError, sqlite3.Error)
+with contextlib.suppress(ImportError):  # only the Postgres stack (tests/stack) needs it
+    import psycopg2
+
+    _RETRYABLE = (*_RETRYABLE, psycopg2.Error)
 
 _live_stacks: list[AirflowStack] = []
 
@@ -60,7 +71,7 @@ def wait_until(
             value = predicate()
             if value:
                 return value
-        except (httpx.HTTPError, sqlite3.Error) as err:  # a busy server or DB: try again
+        except _RETRYABLE as err:  # a busy server or DB: try again
             last_error = err
         if time.monotonic() >= deadline:
             detail = f" (last error: {last_error!r})" if last_error else ""
@@ -116,6 +127,10 @@ class AirflowStack:
         ``AIRFLOW_CONN_<ID>`` variables to every service (so also to tasks and triggers).
     :param env: more environment for every service (e.g. OpenLineage transport).
     :param parallelism: LocalExecutor slots (1 makes "a deferred task holds no slot" testable).
+    :param services: ``{name: argv after "airflow"}`` of the services to run (default: the four
+        of :data:`SERVICES`, one each); e.g. two triggerers and ``celery worker``.
+    :param service_env: more environment for one service only (e.g. each triggerer's log port).
+    :param database_url: SQLAlchemy URL of the metadata DB (default: SQLite in ``AIRFLOW_HOME``).
     """
 
     def __init__(
@@ -126,6 +141,9 @@ class AirflowStack:
         connections: Mapping[str, Mapping[str, Any]] | None = None,
         env: Mapping[str, str] | None = None,
         parallelism: int = 1,
+        services: Mapping[str, Sequence[str]] | None = None,
+        service_env: Mapping[str, Mapping[str, str]] | None = None,
+        database_url: str | None = None,
     ) -> None:
         self.root = Path(root)
         self.home = self.root / "airflow_home"
@@ -133,6 +151,9 @@ class AirflowStack:
         self.service_logs = self.logs / "services"
         self.dags_folder = Path(dags_folder)
         self.db_path = self.home / "airflow.db"
+        self.database_url = database_url or f"sqlite:///{self.db_path}"
+        self.services = {name: list(argv) for name, argv in (services or {n: [n] for n in SERVICES}).items()}
+        self.service_env = {name: dict(env) for name, env in (service_env or {}).items()}
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.password = secrets.token_urlsafe(16)
@@ -161,7 +182,7 @@ class AirflowStack:
             {
                 "AIRFLOW_HOME": str(self.home),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url,
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": str(parallelism),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -190,7 +211,11 @@ class AirflowStack:
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
                 "PYTHONUNBUFFERED": "1",
-                "PYTHONDONTWRITEBYTECODE": "1",
+                # Bytecode in a cache of its own, not beside the sources: without it every
+                # service and task process compiles Airflow from source again (the venv has
+                # no .pyc and `make` sets PYTHONDONTWRITEBYTECODE), seconds of CPU each.
+                "PYTHONDONTWRITEBYTECODE": "",
+                "PYTHONPYCACHEPREFIX": str(Path(tempfile.gettempdir()) / "airflow-batch-provider-pycache"),
             }
         )
         for conn_id, fields in connections.items():
@@ -201,13 +226,13 @@ class AirflowStack:
     # ---- lifecycle ---------------------------------------------------------------------
 
     def start(self, *, timeout: float = 240.0) -> AirflowStack:
-        """Migrate the database, start the four services, wait until all report healthy."""
+        """Migrate the database, start the services, wait until all report healthy."""
         self.service_logs.mkdir(parents=True, exist_ok=True)
         (self.home / "simple_auth_manager_passwords.json").write_text(json.dumps({USERNAME: self.password}))
         _live_stacks.append(self)
         started = time.monotonic()
         self._migrate(timeout)
-        for name in SERVICES:
+        for name in self.services:
             self.start_service(name)
         remaining = timeout - (time.monotonic() - started)
         self.wait_healthy(timeout=max(remaining, 30.0))
@@ -231,15 +256,15 @@ class AirflowStack:
 
     def start_service(self, name: str) -> subprocess.Popen[bytes]:
         """Start (or start again) one service; its output is appended to ``logs/services/<name>.log``."""
-        if name not in SERVICES:
+        if name not in self.services:
             raise ValueError(f"unknown service {name!r}")
         current = self.processes.get(name)
         if current is not None and current.poll() is None:
             raise RuntimeError(f"{name} is already running (pid {current.pid})")
         with (self.service_logs / f"{name}.log").open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "airflow", name],
-                env=self.env,
+                [sys.executable, "-m", "airflow", *self.services[name]],
+                env={**self.env, **self.service_env.get(name, {})},
                 cwd=self.root,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -450,7 +475,17 @@ class AirflowStack:
     # ---- database (read-only) and logs -------------------------------------------------
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Run a read-only query on the metadata DB (SQLite), retrying while it is locked."""
+        """Run a read-only query on the metadata DB, retrying while SQLite is locked.
+
+        ``params`` use ``?`` placeholders (SQLite's); on Postgres they become ``%s``.
+        """
+        if self.database_url.startswith("postgresql"):
+            dsn = "postgresql://" + self.database_url.split("://", 1)[1]
+            with contextlib.closing(psycopg2.connect(dsn, connect_timeout=10)) as conn:
+                conn.set_session(readonly=True, autocommit=True)
+                with conn.cursor() as cursor:
+                    cursor.execute(sql.replace("?", "%s"), params)
+                    return list(cursor.fetchall())
         for attempt in range(20):
             try:
                 with contextlib.closing(

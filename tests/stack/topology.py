@@ -1,0 +1,124 @@
+"""The production topology, described once.
+
+``docker/docker-compose.yaml`` and the native stack of ``make stack-test``
+(:mod:`tests.stack.native`) both follow this module, and
+``tests/unit/test_stack_topology.py`` fails when a service or a setting is in one of
+them and not in the other.
+
+- :data:`SERVICES`: every long-running service, its compose name and how many run;
+- :data:`SETTINGS`: Airflow settings (``AIRFLOW__*``) every Airflow service gets, with the same value in
+  both stacks;
+- :data:`PER_DEPLOYMENT`: settings both stacks must set, to values of their own
+  (addresses, secrets, the DAGs folder);
+- :data:`NATIVE_ONLY`: what only the native test harness sets, and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Service:
+    """One service of the topology.
+
+    :param compose: its name in ``docker/docker-compose.yaml``.
+    :param command: for Airflow services, the arguments after ``airflow``.
+    :param replicas: how many run (compose: ``deploy.replicas``; native: one process each).
+    :param native: what the native stack runs in its place (for the non-Airflow services).
+    """
+
+    compose: str
+    command: tuple[str, ...] = ()
+    replicas: int = 1
+    native: str = ""
+
+
+SERVICES: dict[str, Service] = {
+    "postgres": Service("postgres", native="postgres from the Debian package, initdb under a temp dir"),
+    "redis": Service("redis", native="redis-server, no persistence"),
+    "emulator": Service("emulator", native="airflow-batch emulator"),
+    "s3": Service("minio", native="moto's S3 server (python -m moto.server)"),
+    "api-server": Service("airflow-apiserver", ("api-server",)),
+    "scheduler": Service("airflow-scheduler", ("scheduler",)),
+    "dag-processor": Service("airflow-dag-processor", ("dag-processor",)),
+    "triggerer": Service("airflow-triggerer", ("triggerer",), replicas=2),
+    "celery-worker": Service("airflow-worker", ("celery", "worker"), replicas=1),
+}
+
+#: What happens to an Airflow service that exits with an error (e.g. while the database is
+#: down): compose's ``restart`` of every Airflow service; natively, ``native.Supervisor``.
+RESTART = "on-failure"
+
+#: One-shot jobs that run before the services (compose names).
+INIT_JOBS = ("airflow-init", "minio-init")
+
+SETTINGS: dict[str, str] = {
+    "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+    "AIRFLOW__CORE__AUTH_MANAGER": (
+        "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+    ),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+    "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "true",
+    # Two triggerers for availability: a dead one's triggers move to the other once its
+    # heartbeat is older than the threshold (defaults 5 s and 30 s).
+    "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+    "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
+    # Measured in make stack-test (README, "Deployment"); the default is 1000.
+    "AIRFLOW__TRIGGERER__CAPACITY": "1000",
+    # Below capacity, so that one triggerer does not claim every new trigger (Airflow's advice).
+    "AIRFLOW__TRIGGERER__MAX_TRIGGER_TO_SELECT_PER_LOOP": "20",
+}
+
+PER_DEPLOYMENT: frozenset[str] = frozenset(
+    {
+        "AIRFLOW__CORE__DAGS_FOLDER",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__CELERY__BROKER_URL",
+        "AIRFLOW__CELERY__RESULT_BACKEND",
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+    }
+)
+
+#: Settings only the native harness sets: ports and secrets of a throwaway deployment,
+#: faster timers for the drills, and runs triggered by the tests only.
+NATIVE_ONLY: dict[str, str] = {
+    "AIRFLOW__CORE__PARALLELISM": "scheduler-wide slots, sized for the drills",
+    "AIRFLOW__CORE__FERNET_KEY": "a fresh key per run (compose: unset, the image generates one)",
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": "a known random admin password",
+    "AIRFLOW__API__SECRET_KEY": "random per run",
+    "AIRFLOW__API__PORT": "a free port",
+    "AIRFLOW__API__HOST": "127.0.0.1 only",
+    "AIRFLOW__API__WORKERS": "one api-server worker on two cores",
+    "AIRFLOW__API__BASE_URL": "the free port",
+    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "a free port",
+    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": "a free port per triggerer",
+    "AIRFLOW__CORE__HOSTNAME_CALLABLE": "triggerers on one host: tests.stack.hostname tells them apart",
+    "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "on (Airflow's default): the examples run on schedules",
+    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "only runs the tests trigger",
+    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "two shared cores queue slowly",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "a killed worker's task retries after 30 s",
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "new DAG files seen in seconds",
+    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "less parsing on two cores",
+    "AIRFLOW__CELERY__WORKER_CONCURRENCY": "sized for two cores",
+    "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "one api-server worker on two busy cores answers slowly",
+    "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "a DAG import takes over 30 s on two busy cores",
+    "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "the same, in the dag-processor",
+    "AIRFLOW__TRIGGERER__BLOCKED_MAIN_THREAD_WARNING_THRESHOLD": "log every loop stall over 100 ms",
+}
+
+
+def airflow_services() -> dict[str, tuple[str, ...]]:
+    """``{process name: argv after "airflow"}``: one entry per replica (``triggerer-1``, ``-2``)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name, service in SERVICES.items():
+        if not service.command:
+            continue
+        if service.replicas == 1:
+            out[name] = service.command
+        else:
+            for i in range(1, service.replicas + 1):
+                out[f"{name}-{i}"] = service.command
+    return out
