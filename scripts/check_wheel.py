@@ -23,7 +23,10 @@ def main(wheel: str, version: str) -> int:
     problems = [f"missing {r}" for r in REQUIRED if not any(n.startswith(r) for n in names)]
     problems += [f"unexpected {n}" for n in names if any(f in n for f in FORBIDDEN)]
     tops = {n.split("/", 1)[0] for n in names}
-    problems += [f"unexpected top-level {t}" for t in tops - {"airflow_batch_provider", f"airflow_batch_provider-{version}.dist-info"}]
+    problems += [
+        f"unexpected top-level {t}"
+        for t in tops - {"airflow_batch_provider", f"airflow_batch_provider-{version}.dist-info"}
+    ]
     with zipfile.ZipFile(wheel) as zf:
         meta = zf.read(f"airflow_batch_provider-{version}.dist-info/METADATA").decode()
         entry_points = zf.read(f"airflow_batch_provider-{version}.dist-info/entry_points.txt").decode()

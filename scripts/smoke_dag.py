@@ -33,14 +33,14 @@ from airflow_batch_provider.operators.submit import OpenAIBatchSubmitOperator
 LINES = [
     {{"custom_id": f"q-{{i}}", "method": "POST", "url": "/v1/chat/completions",
       "body": {{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": f"question {{i}}"}}]}}}}
-    for i in range(%d)
+    for i in range({requests})
 ]
 with DAG("install_smoke", schedule=None):
     submit = OpenAIBatchSubmitOperator(task_id="submit", requests=LINES, deferrable=True)
     OpenAIBatchFetchOperator(
         task_id="fetch", batches=submit.output, destination="{destination}", destination_conn_id={conn_id!r}
     )
-""" % REQUESTS
+"""
 
 
 def _free_port() -> int:
@@ -68,7 +68,11 @@ def _start_moto() -> object:
         }
     )
     boto3.client(
-        "s3", endpoint_url=url, aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
     ).create_bucket(Bucket=BUCKET)
     return server
 
@@ -94,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     if Path(airflow_batch_provider.__file__).resolve().parents[1] == Path(__file__).resolve().parents[1]:
         print("smoke_dag: imported the source tree, not the installed package; run it from elsewhere")
         return 2
-    print(f"smoke_dag: airflow_batch_provider {airflow_batch_provider.__version__} from {airflow_batch_provider.__file__}")
+    package = airflow_batch_provider
+    print(f"smoke_dag: airflow_batch_provider {package.__version__} from {package.__file__}")
     airflow = str(Path(sys.executable).with_name("airflow"))
     subprocess.run([airflow, "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
 
@@ -105,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         destination, conn_id = f"s3://{BUCKET}/results/", "aws_check"
     else:
         destination, conn_id = f"file://{home / 'results'}/", None
-    (home / "dags" / "install_smoke.py").write_text(DAG_FILE.format(destination=destination, conn_id=conn_id))
+    dag_file = DAG_FILE.format(destination=destination, conn_id=conn_id, requests=REQUESTS)
+    (home / "dags" / "install_smoke.py").write_text(dag_file)
     try:
         with running_emulator(profile="instant", mode="subprocess") as emulator:
             os.environ["AIRFLOW_CONN_OPENAI_DEFAULT"] = json.dumps(

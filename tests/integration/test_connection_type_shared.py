@@ -14,8 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
 from airflow_batch_provider.operators.fetch import OpenAIBatchFetchOperator
 from tests.integration._fetch_support import make_context, read_jsonl, run_operator
