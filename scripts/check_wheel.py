@@ -12,7 +12,6 @@ REQUIRED = (
     "airflow_batch_provider/__init__.py",
     "airflow_batch_provider/py.typed",
     "airflow_batch_provider/get_provider_info.py",
-    "airflow_batch_provider/emulator/static/",
     "airflow_batch_provider/plugins/static/",
 )
 FORBIDDEN = ("tests/", ".venv", "__pycache__", ".pyc", "dags_examples/", ".demo/", "demo-output/", "scripts/")
