@@ -60,11 +60,11 @@ constraints:
 # Plain pip in a fresh venv: README's install command with its constraints, beside the official
 # OpenAI and common.ai providers; then an s3:// landing, `airflow providers list`, `airflow plugins`.
 install-check:
-	timeout -k 30 1200 bash scripts/install_check.sh $(AIRFLOW_VERSION)
+	timeout -k 30 1800 bash scripts/install_check.sh $(AIRFLOW_VERSION)
 
 # sdist + wheel, twine check, wheel contents, then the wheel in a fresh venv runs a DAG on the emulator.
 release-check: venv
-	timeout -k 30 1200 bash scripts/release_check.sh $(AIRFLOW_VERSION)
+	timeout -k 30 1800 bash scripts/release_check.sh $(AIRFLOW_VERSION)
 
 demo: venv
 	$(BIN)/python -m airflow_batch_provider.demo
