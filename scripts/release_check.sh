@@ -22,5 +22,5 @@ ls "$work"/dist/airflow_batch_provider-"$version".tar.gz >/dev/null
 "$python" -m venv "$work/venv"
 "$work/venv/bin/pip" install -q "$wheel" -c "$constraints"
 cd "$work"  # import the installed wheel, not the source tree's
-"$work/venv/bin/python" "$root/scripts/smoke_dag.py"
+"$work/venv/bin/python" "$root/scripts/smoke_dag.py" --installed
 echo "release-check: $wheel OK in $(($(date +%s) - t0)) s"
