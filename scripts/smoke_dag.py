@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     import airflow_batch_provider
 
     # A wheel check must not import the source tree (an editable install is the source tree).
-    from_source = Path(airflow_batch_provider.__file__).resolve().parents[1] == Path(__file__).resolve().parents[1]
+    tree = Path(__file__).resolve().parents[1]
+    from_source = Path(airflow_batch_provider.__file__).resolve().parents[1] == tree
     if args.installed and from_source:
         print("smoke_dag: imported the source tree, not the installed package; run it from elsewhere")
         return 2
