@@ -2,6 +2,9 @@
 PYTHON ?= python3
 AIRFLOW_VERSION ?= 3.3.2
 AIRFLOW_OLDEST ?= 3.1.8
+OPENAI_FLOOR ?= 1.100.0
+OPENAI_FLOOR_TESTS ?= tests/integration/test_hook_emulator.py tests/integration/test_trigger_openai_batch.py \
+  tests/integration/test_submit_dag.py tests/integration/test_fetch_land.py tests/unit/test_hook_async.py
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
@@ -11,7 +14,8 @@ export PYTHONDONTWRITEBYTECODE := 1
 # exact token estimates without internet; nothing downloads them at run time.
 export TIKTOKEN_CACHE_DIR ?= $(CURDIR)/.tiktoken-cache
 
-.PHONY: venv test test-oldest lint demo airflow stop system-test stack-test bench clean
+.PHONY: venv test test-oldest test-lowest constraints install-check release-check lint demo airflow stop \
+	system-test stack-test bench clean
 
 venv: $(STAMP)
 
@@ -37,6 +41,35 @@ test: venv
 test-oldest:
 	$(MAKE) VENV=.venv-oldest AIRFLOW_VERSION=$(AIRFLOW_OLDEST) venv
 	.venv-oldest/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration
+
+# The lowest versions pyproject.toml's bounds allow for our direct dependencies (uv's
+# lowest-direct resolution), in .venv-lowest: unit and integration tests. Then the openai SDK
+# floor, below what the official provider in the dev extra needs, for the tests of our hook.
+test-lowest:
+	test -x .venv-lowest/bin/python || $(PYTHON) -m venv .venv-lowest
+	test -x .venv-lowest/bin/uv || .venv-lowest/bin/python -m pip install -q uv
+	.venv-lowest/bin/uv pip install -q --python .venv-lowest/bin/python --resolution lowest-direct \
+	  -e ".[dev,s3,openlineage]"
+	.venv-lowest/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration
+	.venv-lowest/bin/uv pip install -q --python .venv-lowest/bin/python "openai==$(OPENAI_FLOOR)"
+	.venv-lowest/bin/python -m pytest -q -p no:cacheprovider $(OPENAI_FLOOR_TESTS)
+
+# constraints/constraints-<airflow>-py<python>.txt: the exact resolution the tests ran with
+# (make test, make test-oldest), written by `uv pip freeze` from those venvs.
+constraints:
+	$(MAKE) venv
+	bash scripts/write_constraints.sh $(VENV)
+	$(MAKE) VENV=.venv-oldest AIRFLOW_VERSION=$(AIRFLOW_OLDEST) venv
+	bash scripts/write_constraints.sh .venv-oldest
+
+# Plain pip in a fresh venv: README's install command with its constraints, beside the official
+# OpenAI and common.ai providers; then an s3:// landing, `airflow providers list`, `airflow plugins`.
+install-check:
+	timeout -k 30 1800 bash scripts/install_check.sh $(AIRFLOW_VERSION)
+
+# sdist + wheel, twine check, wheel contents, then the wheel in a fresh venv runs a DAG on the emulator.
+release-check: venv
+	timeout -k 30 1800 bash scripts/release_check.sh $(AIRFLOW_VERSION)
 
 demo: venv
 	$(BIN)/python -m airflow_batch_provider.demo
@@ -70,4 +103,4 @@ bench: venv
 	for f in tests/benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
 
 clean:
-	rm -rf .venv .venv-oldest .demo demo-output
+	rm -rf .venv .venv-oldest .venv-lowest .demo demo-output dist build

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_batch_provider import __version__
+
 
 def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-batch-provider",
         "name": "OpenAI Batch",
         "description": "Run OpenAI Batch API jobs as deferrable, idempotent, observable Airflow tasks.",
-        "versions": ["0.1.0"],
+        "versions": [__version__],  # the one version, also read by pyproject.toml
         "hooks": [
             {
                 "integration-name": "OpenAI Batch",
