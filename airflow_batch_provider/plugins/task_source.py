@@ -84,6 +84,11 @@ def _ids(value: Any) -> list[str]:
     return [v for v in (_text(x) for x in value) if v]
 
 
+def _items(value: Any) -> list[Any] | tuple[Any, ...]:
+    """``value`` if it is a list, else nothing: any task may return ``{"batches": 3}``."""
+    return value if isinstance(value, (list, tuple)) else ()
+
+
 def merge_ids(*groups: Iterable[str]) -> list[str]:
     """Ids of every group, first occurrence first."""
     seen: dict[str, None] = {}
@@ -104,10 +109,10 @@ def refs_from_xcoms(
     links = xcoms.get(BATCH_LINKS_XCOM_KEY)
     if isinstance(links, (list, tuple)):
         refs.console_urls = {bid: str(url) for bid, url in zip(pushed, links, strict=False) if url}
-    for summary in returned.get("batches") or ():
+    for summary in _items(returned.get("batches")):
         if isinstance(summary, Mapping) and summary.get("id"):
             refs.summaries[str(summary["id"])] = dict(summary)
-    for shard in returned.get("shards") or ():
+    for shard in _items(returned.get("shards")):
         if isinstance(shard, Mapping) and shard.get("batch_id"):
             refs.shards[str(shard["batch_id"])] = dict(shard)
     refs.conn_id = _text(returned.get("conn_id")) or _text(rendered_conn_id)

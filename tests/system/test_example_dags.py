@@ -28,6 +28,7 @@ def _uri_path(uri: str) -> Path:
     return Path(uri.removeprefix("file://"))
 
 
+@pytest.mark.parametrize("dag_id", list(EXAMPLES))
 def test_example_dag_succeeds_with_its_batch_task_deferred_in_the_triggerer(
     stack: AirflowStack, example_runs: dict[str, Any], dag_id: str
 ) -> None:

@@ -47,7 +47,7 @@ def test_the_tab_shows_the_estimate_and_the_budget():
     )
     html = pages.estimate_section(view)
     assert "Cost estimate" in html and "1,234 estimated" in html and "1,200 actual" in html
-    assert "bound 5,000" in html and "$2.5000 (max_cost_usd)" in html
+    assert "bound 5,000" in html and "$2.50 (max_cost_usd)" in html
     assert "&lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html
     no_guard = pages.estimate_section(estimate_view({**ESTIMATE, "max_cost_usd": None}, {"usage": {}}))
     assert "no guard" in no_guard and "not yet" in no_guard

@@ -422,3 +422,10 @@ def test_a_manifest_is_read_only_under_the_tasks_destination(tmp_path):
     ):
         with pytest.raises(ValueError, match="not read|no recorded destination"):
             read_landed_manifest(uri, destination)
+
+
+def test_any_task_returning_a_count_named_batches_renders():
+    """XComs are written by any task (and through the REST API): a ``batches`` or ``shards`` that
+    is not a list (``classify_dataset``'s summarize step returns ``{"batches": 3}``) is ignored."""
+    refs = refs_from_xcoms(_refs(), {"return_value": {"batches": 3, "shards": "x", "batch_ids": 7}}, None)
+    assert refs.summaries == {} and refs.shards == {} and refs.batch_ids == []
