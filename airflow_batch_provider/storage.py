@@ -201,13 +201,21 @@ def _is_under(target: ObjectStoragePath, base: ObjectStoragePath) -> bool:
     return inner.startswith(outer + "/")
 
 
-def _uri(path: ObjectStoragePath) -> str:
-    """The object's URI without the Airflow connection id (``s3://bucket/key``), as lineage names it.
+def uri_of(path: ObjectStoragePath) -> str:
+    """The object's URI as it may be recorded (:func:`public_uri` of it), as lineage names it.
 
     ``str(path)`` carries the connection id as user info (``s3://conn@bucket/key``) in every
-    supported Airflow, whether the path was made from such a URL or with ``conn_id=``.
+    supported Airflow, whether the path was made from such a URL or with ``conn_id=``. Airflow
+    3.1 spells an ``http(s)`` path with its scheme twice (``http://http://host/x``): once is kept.
     """
-    return public_uri(str(path)) or str(path)
+    text = str(path)
+    doubled = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://\1://", text)
+    if doubled:
+        text = text[len(doubled.group(1)) + 3 :]
+    return public_uri(text) or text
+
+
+_uri = uri_of
 
 
 def _is_local(path: ObjectStoragePath) -> bool:

@@ -399,10 +399,10 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         """
         template_endpoint = getattr(self.request_template, "endpoint", None)
         if self.input_path is not None:
-            from airflow_batch_provider.storage import as_object_storage_path, conn_id_of, public_uri
+            from airflow_batch_provider.storage import as_object_storage_path, conn_id_of, uri_of
 
             path = as_object_storage_path(self.input_path)
-            yield path, public_uri(str(path)), conn_id_of(path), template_endpoint
+            yield path, uri_of(path), conn_id_of(path), template_endpoint
             return
         from pathlib import Path
 

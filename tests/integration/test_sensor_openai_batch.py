@@ -269,6 +269,13 @@ def _no_hook_retries(dag_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
+def _airflow_has_task_state_store() -> bool:
+    from airflow import __version__
+    from packaging.version import Version
+
+    return Version(__version__).release >= (3, 3)
+
+
 def test_reschedule_mode_counts_failed_pokes_across_reschedules(dag_env, monkeypatch, capfd):
     ids = _batches(dag_env.emulator, lines=2)
     _no_hook_retries(dag_env, monkeypatch)
@@ -281,7 +288,10 @@ def test_reschedule_mode_counts_failed_pokes_across_reschedules(dag_env, monkeyp
     assert dag_env.states(dr) == {"wait": "failed"}
     out = capfd.readouterr().out
     assert "(1/2 in a row)" in out and "(2/2 in a row)" in out
-    assert _reschedules(dr) == 2
+    # Airflow 3.3+ carries the count across reschedules in its task state store; older Airflow has
+    # none, so the sensor retries a failed poke within the same run (no reschedule in between).
+    has_store = _airflow_has_task_state_store()
+    assert _reschedules(dr) == (2 if has_store else 0)
     assert dag_env.emulator.stats()["faults_injected"] == 3
 
 

@@ -122,3 +122,31 @@ def airflow_services() -> dict[str, tuple[str, ...]]:
             for i in range(1, service.replicas + 1):
                 out[f"{name}-{i}"] = service.command
     return out
+
+
+#: Settings the deployed Airflow (3.2+) reads that the oldest supported Airflow (3.1) does not know:
+#: there they are ignored, so the checks that name real options accept them on older versions.
+ADDED_AFTER_OLDEST = {"AIRFLOW__TRIGGERER__MAX_TRIGGER_TO_SELECT_PER_LOOP": (3, 2)}
+
+
+def is_airflow_option(name: str) -> bool:
+    """Whether ``AIRFLOW__SECTION__KEY`` is an option of the installed Airflow (or one newer than it)."""
+    from airflow import __version__
+    from airflow.configuration import conf
+    from packaging.version import Version
+
+    section, key = name.removeprefix("AIRFLOW__").lower().split("__", 1)
+    options = conf.configuration_description.get(section, {}).get("options", {})
+    if key in options or conf.has_option(section, key):
+        return True
+    if section == "celery" and not _celery_provider_installed():
+        # Owned by the celery provider (the `stack` extra, the image): without it, the ones we set.
+        return key in {"broker_url", "result_backend", "worker_concurrency"}
+    added = ADDED_AFTER_OLDEST.get(name)
+    return added is not None and Version(__version__).release < added
+
+
+def _celery_provider_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("airflow.providers.celery") is not None
