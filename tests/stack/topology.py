@@ -126,7 +126,10 @@ def airflow_services() -> dict[str, tuple[str, ...]]:
 
 #: Settings the deployed Airflow (3.2+) reads that the oldest supported Airflow (3.1) does not know:
 #: there they are ignored, so the checks that name real options accept them on older versions.
-ADDED_AFTER_OLDEST = {"AIRFLOW__TRIGGERER__MAX_TRIGGER_TO_SELECT_PER_LOOP": (3, 2)}
+ADDED_AFTER_OLDEST = {
+    "AIRFLOW__TRIGGERER__MAX_TRIGGER_TO_SELECT_PER_LOOP": (3, 2),
+    "AIRFLOW__TRIGGERER__BLOCKED_MAIN_THREAD_WARNING_THRESHOLD": (3, 2),
+}
 
 
 def is_airflow_option(name: str) -> bool:
