@@ -118,7 +118,8 @@ def normalize_batches(batches: Any, argument: str = "batches") -> dict[str, Any]
     }
 
 
-#: Fields of an estimate (``Estimate.to_dict()``) kept in the fetch's state and manifest.
+#: Fields of an estimate (``Estimate.to_dict()``) kept in the fetch's state, manifest and lineage
+#: (its headline: no per-request rows, whose custom ids stay out of lineage).
 _ESTIMATE_KEYS = (
     "requests",
     "input_tokens",

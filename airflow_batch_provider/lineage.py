@@ -20,6 +20,7 @@ import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow_batch_provider.fetch_manifest import round_estimate
 from airflow_batch_provider.storage import public_uri
 
 if TYPE_CHECKING:
@@ -271,20 +272,6 @@ def _cost_fields(cost: Any) -> dict[str, Any] | None:
     return out
 
 
-_ESTIMATE_FIELDS = (
-    "requests",
-    "input_tokens",
-    "output_tokens_bound",
-    "cost_low_usd",
-    "cost_high_usd",
-    "exact",
-    "tokenizer",
-    "price_source",
-    "prices_as_of",
-    "max_cost_usd",
-)
-
-
 def _estimate_fields(estimate: Any) -> dict[str, Any] | None:
     """The pre-submit estimate (submit manifest), or it beside the actual usage (fetch manifest)."""
     if not isinstance(estimate, Mapping):
@@ -297,4 +284,4 @@ def _estimate_fields(estimate: Any) -> dict[str, Any] | None:
         for key in ("input_tokens_ratio", "output_tokens_share_of_bound", "cost_within_range"):
             out[key] = estimate.get(key)
         return out
-    return {k: estimate.get(k) for k in _ESTIMATE_FIELDS if k in estimate}
+    return round_estimate(estimate)
