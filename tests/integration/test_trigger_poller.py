@@ -77,8 +77,10 @@ async def test_hundreds_of_triggers_share_list_pages_and_a_typo_fails_alone(stri
     assert "batch_typo" in events[-1]["message"]
     assert poller.paging  # a rejected guess of a cursor is not "listing does not work"
     seen = bench._http(base_url, "GET", "/_bench/stats")
-    # 300 triggers polling several times each: a few dozen requests, not a thousand
-    assert seen["list"] + seen["retrieve"] <= 60, (seen, dict(poller.stats))
+    # 301 triggers polling several times each: polled one by one that is at least one request per
+    # trigger; shared pages make it a few dozen (about 60 here). How many rounds run depends on
+    # the machine's load, so the bound is the per-trigger floor, which load cannot bring us near.
+    assert seen["list"] + seen["retrieve"] < len(events), (seen, dict(poller.stats))
     assert seen["retrieve"] <= 10, (seen, dict(poller.stats))
 
 
