@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from airflow_batch_provider import batch_builders
 from airflow_batch_provider.batch_file import (
     BATCH_ENDPOINTS,
     ChatTemplate,
@@ -21,6 +20,7 @@ from airflow_batch_provider.batch_file import (
     build_request_lines,
     validate_lines,
 )
+from airflow_batch_provider.batch_file import templates as batch_builders
 from airflow_batch_provider.exceptions import BatchFileError
 
 CHAT = ChatTemplate(

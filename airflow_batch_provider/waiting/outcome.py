@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from airflow_batch_provider.batch_file import plural
-from airflow_batch_provider.batch_status import BatchStatus
+from airflow_batch_provider.batch_file.lines import plural
 from airflow_batch_provider.exceptions import (
     BatchAuthError,
     BatchFailedError,
@@ -27,6 +26,7 @@ from airflow_batch_provider.exceptions import (
     BatchServiceError,
     BatchTimeoutError,
 )
+from airflow_batch_provider.waiting.status import BatchStatus
 
 REASON_TIMEOUT = "timeout"
 REASON_POLLING_ERROR = "polling_error"

@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         help="emulator timing (default realistic: batches take a little while to watch)",
     )
     args = parser.parse_args(argv)
-    from airflow_batch_provider.demo import find_root
+    from devtools.demo import find_root
 
     stack = Stack(find_root())
     if args.command == "start":
