@@ -1,6 +1,6 @@
 """OpenAIBatchHook: the one door to the Files and Batches APIs, sync and async.
 
-Reads the standard ``openai`` connection (see ``_openai_clients.settings_from_connection``).
+Reads the standard ``openai`` connection (see ``clients.settings_from_connection``).
 Transient failures are retried by the SDK (``max_retries`` extra, honouring
 Retry-After); what is left is turned into this package's errors, with the fix in
 the message and no secret in it.

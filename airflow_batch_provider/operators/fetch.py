@@ -2,8 +2,8 @@
 
 Thin by design: the join and the accounting live in :mod:`airflow_batch_provider.results`,
 atomic landing in :mod:`airflow_batch_provider.storage` (through the hook), identity and
-re-attach decisions in :mod:`airflow_batch_provider.idempotency`, the manifest in
-:mod:`airflow_batch_provider.fetch_manifest`, lineage and Asset events in
+re-attach decisions in :mod:`airflow_batch_provider.submission.identity`, the manifest in
+:mod:`airflow_batch_provider.results.manifest`, lineage and Asset events in
 :mod:`airflow_batch_provider.lineage`. This module wires them together.
 
 Landed layout under ``destination``::

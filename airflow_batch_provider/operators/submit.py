@@ -1,8 +1,8 @@
 """OpenAIBatchSubmitOperator: validate, shard, submit idempotently, wait, return a manifest.
 
 Thin by design: the decisions (identity, fingerprint, metadata, re-attach plan,
-manifest) live in :mod:`airflow_batch_provider.idempotency`, the completion
-semantics in :mod:`airflow_batch_provider.completion`, the file rules in
+manifest) live in :mod:`airflow_batch_provider.submission.identity`, the completion
+semantics in :mod:`airflow_batch_provider.waiting.outcome`, the file rules in
 :mod:`airflow_batch_provider.batch_file`. This module wires them to the hook.
 """
 

@@ -1,7 +1,7 @@
 """OpenAIBatchSensor: wait for existing OpenAI batches, in the triggerer or a worker.
 
 The same completion semantics as the submit operator
-(:mod:`airflow_batch_provider.completion`) in all three modes: deferrable (the
+(:mod:`airflow_batch_provider.waiting.outcome`) in all three modes: deferrable (the
 :class:`~airflow_batch_provider.triggers.openai_batch.OpenAIBatchTrigger`), poke
 and reschedule.
 """

@@ -6,7 +6,7 @@ Yields exactly one event::
     {"status": "error", "reason": "timeout" | "polling_error" | "auth" | "not_found",
      "message": str, "batches": [...latest summaries...]}
 
-and :func:`airflow_batch_provider.completion.resolve_event` turns it into the
+and :func:`airflow_batch_provider.waiting.outcome.resolve_event` turns it into the
 task's outcome. Native async on the hook's shared ``AsyncOpenAI`` (through the
 coalescing :mod:`~airflow_batch_provider.triggers.poller`): nothing here blocks
 the triggerer's event loop, which every deferred task of the deployment shares.

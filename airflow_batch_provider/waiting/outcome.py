@@ -132,7 +132,7 @@ def check_batches(
     Used by :func:`resolve_event` and by the sensor in poke/reschedule mode.
     Every batch is judged before raising, so one message covers every shard.
 
-    :param batches: Summaries from :func:`~airflow_batch_provider.batch_status.summarize_batch`.
+    :param batches: Summaries from :func:`~airflow_batch_provider.waiting.status.summarize_batch`.
     :param fail_on_expired: Fail when a batch ended ``expired``.
     :param fail_on_cancelled: Fail when a batch ended ``cancelled``.
     :param shards: The submit manifest's ``shards`` to translate line numbers.

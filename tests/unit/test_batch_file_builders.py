@@ -18,9 +18,9 @@ from airflow_batch_provider.batch_file import (
     RequestLine,
     ResponsesTemplate,
     build_request_lines,
+    templates,
     validate_lines,
 )
-from airflow_batch_provider.batch_file import templates as batch_builders
 from airflow_batch_provider.exceptions import BatchFileError
 
 CHAT = ChatTemplate(
@@ -38,8 +38,8 @@ def build(records: Any, template: Any = CHAT, **kwargs: Any) -> list[dict[str, A
 
 
 def test_builders_are_re_exported_from_batch_file() -> None:
-    assert ChatTemplate is batch_builders.ChatTemplate
-    assert build_request_lines is batch_builders.build_request_lines
+    assert ChatTemplate is templates.ChatTemplate
+    assert build_request_lines is templates.build_request_lines
 
 
 @pytest.mark.parametrize("template", [CHAT, EmbeddingTemplate("e", "text"), ResponsesTemplate("m", "{text}")])

@@ -1,4 +1,4 @@
-"""Token estimates and the budget guard (airflow_batch_provider.estimate), against real tiktoken.
+"""Token estimates and the budget guard (airflow_batch_provider.batch_file.estimate), against real tiktoken.
 
 tiktoken's encoding files come from the offline cache tests/conftest.py seeds; nothing downloads.
 """
