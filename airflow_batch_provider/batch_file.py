@@ -58,6 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from airflow_batch_provider.batch_builders import (
     ChatTemplate,
     EmbeddingTemplate,
+    ImageTemplate,
     ResponsesTemplate,
     build_request_lines,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "MAX_REQUESTS",
     "ChatTemplate",
     "EmbeddingTemplate",
+    "ImageTemplate",
     "Problem",
     "RequestLine",
     "ResponsesTemplate",
