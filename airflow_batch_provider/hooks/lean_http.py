@@ -3,7 +3,7 @@
 A retrieve through httpx costs about a millisecond and a half of CPU in its layers (URL
 model, h11 state machine, anyio, connection-pool bookkeeping, a liveness probe per
 reuse); a triggerer polling ten thousand batches spends most of its loop there. This
-sends the request the SDK built once (:class:`~airflow_batch_provider.hooks._openai_clients.LeanGet`
+sends the request the SDK built once (:class:`~airflow_batch_provider.hooks.clients.LeanGet`
 keeps its headers: auth, ``api-version``, SDK headers) as prebuilt bytes over pooled
 connections and reads the answer with two buffered reads.
 

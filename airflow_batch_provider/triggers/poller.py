@@ -62,7 +62,7 @@ MIN_PAGED = 5  # fewer unknown ids than this: retrieve them one by one
 MAX_LANES = 16
 MAX_WALKS = 4  # discovery walks a flush waits for while they keep finding its ids
 MAX_WALK_FAILURES = 3  # pages a walk may fail (5xx, network) and try again
-MAX_IN_FLIGHT = 64
+MAX_IN_FLIGHT = 32
 #: Watched ids a discovery page must find to be free of the walk's budget (a shared account lists
 #: mostly others' batches; a page that still finds this many costs less than their retrieves).
 FOUND_TO_WALK_ON = 5

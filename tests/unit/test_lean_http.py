@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from airflow_batch_provider.exceptions import BatchProviderError
-from airflow_batch_provider.hooks import _openai_clients as clients
+from airflow_batch_provider.hooks import clients
 from airflow_batch_provider.hooks.lean_http import RawGetPool
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
 from tests.loop_calls import blocking_calls_on_this_thread
