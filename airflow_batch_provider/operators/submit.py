@@ -36,6 +36,7 @@ from airflow_batch_provider.batch_file.lines import (
     validate_file,
 )
 from airflow_batch_provider.batch_file.templates import build_request_lines
+from airflow_batch_provider.destination_probe import check_fetch_destinations
 from airflow_batch_provider.exceptions import (
     BatchAuthError,
     BatchFileError,
@@ -60,6 +61,7 @@ from airflow_batch_provider.submission.identity import (
     shard_label,
     upload_filename,
 )
+from airflow_batch_provider.submit_checks import check_submit_arguments, open_input, record_without_template
 from airflow_batch_provider.waiting.outcome import resolve_event, totals
 from airflow_batch_provider.waiting.status import BatchStatus, summarize_batch
 
@@ -138,6 +140,9 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         ``max_completion_tokens`` / ``max_output_tokens`` (default: the model's maximum output).
     :param prices: Price overrides for the estimate, ``{"model-prefix": {"input",
         "cached_input", "output"}}`` in USD per 1M tokens at the batch rate.
+    :param check_destination: Before uploading, write and delete a probe object at the
+        ``destination`` of each ``OpenAIBatchFetchOperator`` fed by this task's output, and fail
+        if it cannot be written (default True; see :mod:`airflow_batch_provider.destination_probe`).
     """
 
     template_fields: Sequence[str] = (
@@ -180,11 +185,17 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         max_cost_usd: float | str | None = None,
         default_output_tokens: int | None = None,
         prices: Mapping[str, Mapping[str, float]] | None = None,
+        check_destination: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if (input_path is None) == (requests is None):
-            raise ValueError("Pass exactly one of input_path (a JSONL file) or requests (records).")
+        check_submit_arguments(
+            input_path=input_path,
+            requests=requests,
+            request_template=request_template,
+            custom_id_field=custom_id_field,
+            endpoint=endpoint,
+        )
         if on_input_change not in _INPUT_CHANGE_POLICIES:
             raise ValueError(
                 f"on_input_change must be one of {_INPUT_CHANGE_POLICIES}, got {on_input_change!r}"
@@ -221,6 +232,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             )
         self.default_output_tokens = default_output_tokens
         self.prices = prices
+        self.check_destination = check_destination
         self._live_batch_ids: list[str] = []
         # Console URLs of this execute, read by the extra links in the same process;
         # None (a resumed instance) makes them read the XCom instead.
@@ -260,6 +272,8 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         # Fail on bad metadata or a bad budget before reading or uploading anything.
         batch_metadata(identity, "0" * 16, 0, 1, self.metadata)
         budget = parse_budget(self.max_cost_usd)
+        if self.check_destination:  # results that cannot land must not be paid for
+            check_fetch_destinations(self, context)
 
         hook = self.hook
         with self._input() as (path, input_uri, input_conn_id, default_endpoint):
@@ -272,6 +286,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
                 # A line must fit one shard; longer ones are reported, never held whole in memory.
                 max_line_bytes=min(MAX_LINE_BYTES, limits.max_bytes),
             )
+            report.source = input_uri or "requests"  # never the name of the records' temp file
             if not report.ok:
                 raise BatchFileError(
                     f"The batch input is invalid, so nothing was uploaded or created "
@@ -405,9 +420,9 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         """
         template_endpoint = getattr(self.request_template, "endpoint", None)
         if self.input_path is not None:
-            from airflow_batch_provider.storage import as_object_storage_path, conn_id_of, uri_of
+            from airflow_batch_provider.storage import conn_id_of, uri_of
 
-            path = as_object_storage_path(self.input_path)
+            path = open_input(self.input_path)
             yield path, uri_of(path), conn_id_of(path), template_endpoint
             return
         from pathlib import Path
@@ -656,6 +671,8 @@ def _as_line(record: Any, index: int) -> bytes:
     elif isinstance(record, str):
         raw = record.encode()
     elif isinstance(record, Mapping):
+        if message := record_without_template(record, index):
+            raise BatchFileError(message)
         try:
             raw = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
         except (TypeError, ValueError) as err:
