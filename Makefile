@@ -51,6 +51,7 @@ test-lowest:
 	test -x .venv-lowest/bin/uv || .venv-lowest/bin/python -m pip install -q uv
 	.venv-lowest/bin/uv pip install -q --python .venv-lowest/bin/python --resolution lowest-direct \
 	  -e ".[dev,s3,openlineage]"
+	.venv-lowest/bin/python -m tests.tiktoken_cache "$(TIKTOKEN_CACHE_DIR)"
 	.venv-lowest/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration
 	.venv-lowest/bin/uv pip install -q --python .venv-lowest/bin/python "openai==$(OPENAI_FLOOR)"
 	.venv-lowest/bin/python -m pytest -q -p no:cacheprovider $(OPENAI_FLOOR_TESTS)
