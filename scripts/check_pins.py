@@ -39,7 +39,8 @@ def main(constraints: str, *ignored: str) -> int:
     if problems:
         print("check_pins: regenerate the constraints with `make constraints`")
         return 1
-    print(f"check_pins: all {len(installed) - len(skip & installed.keys())} distributions pinned by {constraints}")
+    count = len(installed.keys() - skip)
+    print(f"check_pins: all {count} distributions pinned by {constraints}")
     return 0
 
 

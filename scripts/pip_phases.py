@@ -50,7 +50,8 @@ def main(path: str) -> int:
         print(f"pip_phases: no timestamped lines in {path}")
         return 1
     print(
-        "pip phases: resolving {resolve_and_download_s:.0f} s (with {downloads} downloads, {download_mb:.0f} MB), "
+        "pip phases: resolving {resolve_and_download_s:.0f} s "
+        "(with {downloads} downloads, {download_mb:.0f} MB), "
         "building {build_s:.0f} s, installing {install_s:.0f} s".format(**found)
     )
     return 0
