@@ -73,7 +73,7 @@ def test_azure_sends_api_key_header_and_api_version_on_openai_paths(openai_conne
         assert hook.test_connection()[0]  # create and the Test button use the client's copies
     upload, create, get, listing = server.requests
     # Files and Batches are not deployment-scoped on Azure: /openai/<resource>, never /deployments/
-    # (openai before 3.14.1 lost that routing in with_options(): hooks/_openai_clients.with_options).
+    # (openai before 3.14.1 lost that routing in with_options(): hooks/clients.with_options).
     assert [r.path for r in (upload, create, get, listing)] == [
         "/openai/files",
         "/openai/batches",
