@@ -4,7 +4,8 @@ AIRFLOW_VERSION ?= 3.3.2
 AIRFLOW_OLDEST ?= 3.1.8
 OPENAI_FLOOR ?= 1.100.0
 OPENAI_FLOOR_TESTS ?= tests/integration/test_hook_emulator.py tests/integration/test_trigger_openai_batch.py \
-  tests/integration/test_submit_dag.py tests/integration/test_fetch_land.py tests/unit/test_hook_async.py
+  tests/integration/test_submit_dag.py tests/integration/test_fetch_land.py tests/unit/test_hook_async.py \
+  tests/unit/test_hook_http.py
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
@@ -50,6 +51,7 @@ test-lowest:
 	test -x .venv-lowest/bin/uv || .venv-lowest/bin/python -m pip install -q uv
 	.venv-lowest/bin/uv pip install -q --python .venv-lowest/bin/python --resolution lowest-direct \
 	  -e ".[dev,s3,openlineage]"
+	.venv-lowest/bin/python -m tests.tiktoken_cache "$(TIKTOKEN_CACHE_DIR)"
 	.venv-lowest/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration
 	.venv-lowest/bin/uv pip install -q --python .venv-lowest/bin/python "openai==$(OPENAI_FLOOR)"
 	.venv-lowest/bin/python -m pytest -q -p no:cacheprovider $(OPENAI_FLOOR_TESTS)

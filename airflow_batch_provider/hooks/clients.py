@@ -258,6 +258,21 @@ _JWT_RE = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*
 _BEARER_RE = re.compile(r"(?i)(bearer\s+|api-key[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+")
 
 
+def with_options(client: Any, **options: Any) -> Any:
+    """``client.with_options(**options)``, with an Azure client's routing kept.
+
+    ``AzureOpenAI.copy()`` before openai 3.14.1 rebuilds the client from its deployment base
+    URL and drops the endpoint and deployment that send Files and Batches to
+    ``/openai/<path>``: the copy sent ``batches.create`` to ``/openai/deployments/<name>/batches``,
+    which Azure does not serve. The routing is copied back when the SDK left it out.
+    """
+    copied = client.with_options(**options)
+    for name in ("_azure_endpoint", "_azure_deployment"):
+        if getattr(copied, name, None) is None and getattr(client, name, None) is not None:
+            setattr(copied, name, getattr(client, name))
+    return copied
+
+
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     """``text`` with known secrets and anything shaped like an API key replaced by ``***``."""
     for secret in secrets:

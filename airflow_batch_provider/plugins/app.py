@@ -38,7 +38,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_batch_provider.exceptions import BatchProviderError
-from airflow_batch_provider.hooks.clients import redact
+from airflow_batch_provider.hooks.clients import redact, with_options
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
 from airflow_batch_provider.plugins import pages
 from airflow_batch_provider.plugins.routes import PREFIX, TAB_ROUTE
@@ -103,7 +103,7 @@ class UIBatchHook(OpenAIBatchHook):
 
     def get_conn(self) -> openai.OpenAI:
         if self._ui_client is None:
-            self._ui_client = super().get_conn().with_options(max_retries=1, timeout=10.0)
+            self._ui_client = with_options(super().get_conn(), max_retries=1, timeout=10.0)
         return self._ui_client
 
 
