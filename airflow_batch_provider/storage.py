@@ -366,11 +366,36 @@ def _remove_quietly(path: ObjectStoragePath) -> None:
         log.warning("Could not remove the temporary object %s; delete it by hand", path, exc_info=True)
 
 
+def _discard(out: IO[bytes]) -> None:
+    """Drop a half-written object instead of committing it.
+
+    Closing an fsspec file uploads what it buffered: the temporary object would be created, billed,
+    and after its deletion kept for the bucket's soft-delete retention (GCS: 7 days by default).
+    ``discard`` aborts an upload already under way (multipart, resumable); marking the file closed
+    then stops ``close`` from uploading the rest.
+    """
+    from fsspec.spec import AbstractBufferedFile
+
+    if not isinstance(out, AbstractBufferedFile):
+        out.close()
+        return
+    try:
+        out.discard()
+    except Exception:  # the original error matters more; the clean-up below still runs
+        log.debug("Could not abort the upload of %s", getattr(out, "path", "?"), exc_info=True)
+    out.closed = True
+
+
 def _write_remote(final: ObjectStoragePath, chunks: Iterable[bytes]) -> _Digest:
     tmp = final.parent / _temp_name(final.name)
     try:
-        with tmp.fs.open(tmp.path, "wb") as out:
+        out = tmp.fs.open(tmp.path, "wb")
+        try:
             digest = _pump(chunks, out)
+        except BaseException:
+            _discard(out)
+            raise
+        out.close()
         _commit(tmp, final)
     except BaseException:
         _remove_quietly(tmp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -126,3 +127,21 @@ def test_fetch_lands_results_manifest_and_lineage_and_a_rerun_skips(
     manifest = json.loads(store.read(f"{prefix}/manifest.json"))
     assert all(row["skipped"] for row in manifest["landed"])
     assert len(store.keys()) == 4
+
+
+def test_a_failed_write_to_gcs_stores_no_object_not_even_a_deleted_one(
+    gcs_store: Store, gcs_server: str
+) -> None:
+    # GCS keeps a deleted object for the bucket's soft-delete retention (7 days by default), billed:
+    # a half-written temporary object must be dropped before it is committed, not committed then deleted.
+    def cut() -> Iterator[bytes]:
+        yield b"partial " * 10_000
+        raise ConnectionResetError("cut")
+
+    with pytest.raises(ConnectionResetError):
+        write_atomically(gcs_store.url("runs/out.jsonl"), cut())
+
+    assert gcs_store.keys() == []
+    listing = f"{gcs_server}/storage/v1/b/{gcs_store.bucket}/o?softDeleted=true"
+    with urllib.request.urlopen(listing) as answer:
+        assert json.load(answer).get("items", []) == []
