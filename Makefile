@@ -56,7 +56,9 @@ $(STORAGE_STAMP): pyproject.toml
 .azurite/node_modules/.bin/azurite-blob:
 	npm install --prefix .azurite --no-audit --no-fund --loglevel=error "azurite@$(AZURITE_VERSION)"
 
-test-storage: $(STORAGE_STAMP) .azurite/node_modules/.bin/azurite-blob
+# The venv and Azurite install side by side (both mostly wait on downloads).
+test-storage:
+	$(MAKE) -j2 $(STORAGE_STAMP) .azurite/node_modules/.bin/azurite-blob
 	AZURITE_BLOB=$(CURDIR)/.azurite/node_modules/.bin/azurite-blob \
 	  $(STORAGE_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/storage_backends
 
