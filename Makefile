@@ -29,9 +29,9 @@ $(STAMP): pyproject.toml
 	touch $@
 
 lint: venv
-	$(BIN)/ruff check airflow_batch_provider tests dags_examples
-	$(BIN)/ruff format --check airflow_batch_provider tests dags_examples
-	$(BIN)/mypy airflow_batch_provider
+	$(BIN)/ruff check airflow_batch_provider devtools tests dags_examples
+	$(BIN)/ruff format --check airflow_batch_provider devtools tests dags_examples
+	$(BIN)/mypy airflow_batch_provider devtools
 
 test: venv
 	$(MAKE) lint
@@ -97,16 +97,16 @@ release-check: venv
 	timeout -k 30 1800 bash scripts/release_check.sh $(AIRFLOW_VERSION)
 
 demo: venv
-	$(BIN)/python -m airflow_batch_provider.demo
+	$(BIN)/python -m devtools.demo
 
 # A full local Airflow (api-server, scheduler, dag-processor, triggerer) with the emulator and
 # the example DAGs, in the background, on 127.0.0.1 only: UI at http://127.0.0.1:8080, pids in .demo/,
 # `make stop` ends it.
 airflow: venv
-	$(BIN)/python -m airflow_batch_provider.devstack start
+	$(BIN)/python -m devtools.devstack start
 
 stop:
-	if [ -x $(BIN)/python ]; then $(BIN)/python -m airflow_batch_provider.devstack stop; fi
+	if [ -x $(BIN)/python ]; then $(BIN)/python -m devtools.devstack stop; fi
 
 # Real Airflow processes (api-server, scheduler, dag-processor, triggerer) with emulators: the
 # example DAGs, the fault, secrets and bad-input drills (tests/system/README.md). Artifacts

@@ -1,6 +1,6 @@
 """OpenAIBatchHook: the one door to the Files and Batches APIs, sync and async.
 
-Reads the standard ``openai`` connection (see ``_openai_clients.settings_from_connection``).
+Reads the standard ``openai`` connection (see ``clients.settings_from_connection``).
 Transient failures are retried by the SDK (``max_retries`` extra, honouring
 Retry-After); what is left is turned into this package's errors, with the fix in
 the message and no secret in it.
@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 import openai
 from airflow.sdk import BaseHook, ObjectStoragePath
 
-from airflow_batch_provider.batch_status import BatchStatus
 from airflow_batch_provider.exceptions import (
     BatchAuthError,
     BatchNotFoundError,
@@ -33,7 +32,7 @@ from airflow_batch_provider.exceptions import (
     TransferError,
     UnsafeIdError,
 )
-from airflow_batch_provider.hooks._openai_clients import (
+from airflow_batch_provider.hooks.clients import (
     OPENAI_API_HOST,
     ClientSettings,
     LeanGetUnavailable,
@@ -51,6 +50,7 @@ from airflow_batch_provider.storage import (
     public_uri,
     write_atomically,
 )
+from airflow_batch_provider.waiting.status import BatchStatus
 
 if TYPE_CHECKING:
     from openai.types import Batch, FileObject

@@ -1,8 +1,8 @@
 """OpenAIBatchSubmitOperator: validate, shard, submit idempotently, wait, return a manifest.
 
 Thin by design: the decisions (identity, fingerprint, metadata, re-attach plan,
-manifest) live in :mod:`airflow_batch_provider.idempotency`, the completion
-semantics in :mod:`airflow_batch_provider.completion`, the file rules in
+manifest) live in :mod:`airflow_batch_provider.submission.identity`, the completion
+semantics in :mod:`airflow_batch_provider.waiting.outcome`, the file rules in
 :mod:`airflow_batch_provider.batch_file`. This module wires them to the hook.
 """
 
@@ -24,20 +24,18 @@ try:
 except ImportError:  # Airflow < 3.2
     from airflow.configuration import conf  # type: ignore[no-redef,assignment]
 
-from airflow_batch_provider.batch_file import (
+from airflow_batch_provider.batch_file.estimate import check_budget, estimate_file, parse_budget
+from airflow_batch_provider.batch_file.lines import (
     MAX_LINE_BYTES,
     ShardInfo,
     ShardLimits,
-    build_request_lines,
     iter_lines,
     iter_shard_lines,
     plan_shards,
     plural,
     validate_file,
 )
-from airflow_batch_provider.batch_status import BatchStatus, summarize_batch
-from airflow_batch_provider.completion import resolve_event, totals
-from airflow_batch_provider.estimate import check_budget, estimate_file, parse_budget
+from airflow_batch_provider.batch_file.templates import build_request_lines
 from airflow_batch_provider.exceptions import (
     BatchAuthError,
     BatchFileError,
@@ -47,7 +45,9 @@ from airflow_batch_provider.exceptions import (
     BatchTimeoutError,
 )
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook, is_transient_error
-from airflow_batch_provider.idempotency import (
+from airflow_batch_provider.lineage import submit_lineage
+from airflow_batch_provider.links import batch_links, persist_batch_links, persist_failure
+from airflow_batch_provider.submission.identity import (
     Identity,
     batch_metadata,
     build_manifest,
@@ -60,13 +60,13 @@ from airflow_batch_provider.idempotency import (
     shard_label,
     upload_filename,
 )
-from airflow_batch_provider.lineage import submit_lineage
-from airflow_batch_provider.links import batch_links, persist_batch_links, persist_failure
+from airflow_batch_provider.waiting.outcome import resolve_event, totals
+from airflow_batch_provider.waiting.status import BatchStatus, summarize_batch
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
 
-    from airflow_batch_provider.batch_file import ChatTemplate, EmbeddingTemplate, ResponsesTemplate
+    from airflow_batch_provider.batch_file.templates import ChatTemplate, EmbeddingTemplate, ResponsesTemplate
 
     RequestTemplate = ChatTemplate | EmbeddingTemplate | ResponsesTemplate
 

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_batch_provider.batch_status import BatchStatus, summarize_batch
 from airflow_batch_provider.pricing import Usage, estimate_cost
+from airflow_batch_provider.waiting.status import BatchStatus, summarize_batch
 
 #: Metadata keys the submit operator writes (shown as the batch's Airflow identity).
 META_DAG_ID = "airflow_dag_id"

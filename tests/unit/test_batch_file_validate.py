@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from airflow_batch_provider import batch_file
 from airflow_batch_provider.batch_file import (
     BATCH_ENDPOINTS,
     MAX_BYTES,
@@ -25,6 +24,7 @@ from airflow_batch_provider.batch_file import (
     validate_file,
     validate_lines,
 )
+from airflow_batch_provider.batch_file import lines as batch_file
 from airflow_batch_provider.exceptions import BatchFileError
 
 CHAT = "/v1/chat/completions"

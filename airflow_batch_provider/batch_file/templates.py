@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from airflow_batch_provider.batch_file.lines import RequestLine
 from airflow_batch_provider.exceptions import BatchFileError
 
 __all__ = ["ChatTemplate", "EmbeddingTemplate", "ResponsesTemplate", "build_request_lines"]
@@ -242,8 +243,6 @@ def build_request_lines(
     :raises BatchFileError: naming the record index for a missing field, a bad id or a
         duplicate id.
     """
-    from airflow_batch_provider.batch_file import RequestLine  # batch_file imports this module
-
     seen: dict[str, int] = {}
     for index, record in enumerate(records):
         mapping = _as_mapping(record, columns, index)

@@ -50,12 +50,6 @@ from typing import IO, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from airflow_batch_provider.batch_builders import (
-    ChatTemplate,
-    EmbeddingTemplate,
-    ResponsesTemplate,
-    build_request_lines,
-)
 from airflow_batch_provider.exceptions import BatchFileError
 
 __all__ = [
@@ -66,17 +60,13 @@ __all__ = [
     "MAX_IDS_IN_MEMORY",
     "MAX_LINE_BYTES",
     "MAX_REQUESTS",
-    "ChatTemplate",
-    "EmbeddingTemplate",
     "Problem",
     "RequestLine",
-    "ResponsesTemplate",
     "ShardInfo",
     "ShardLimits",
     "PROBLEM_MESSAGES",
     "UNVERSIONED_ENDPOINTS",
     "ValidationReport",
-    "build_request_lines",
     "count_embedding_inputs",
     "iter_lines",
     "iter_shard_lines",

@@ -77,7 +77,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from airflow_batch_provider.exceptions import BatchFileError, ReconciliationError
 from airflow_batch_provider.pricing import Usage
-from airflow_batch_provider.reconciliation import STATUSES, Reconciliation, ResultStatus
+from airflow_batch_provider.results.reconciliation import STATUSES, Reconciliation, ResultStatus
 
 __all__ = [
     "STATUSES",

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from airflow_batch_provider.batch_file import UNVERSIONED_ENDPOINTS, iter_lines
+from airflow_batch_provider.batch_file.lines import UNVERSIONED_ENDPOINTS, iter_lines
 from airflow_batch_provider.exceptions import BudgetExceededError
 from airflow_batch_provider.pricing import BATCH_DISCOUNT, PRICES_AS_OF, ModelPrice, match_price
 
