@@ -204,7 +204,12 @@ def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> St
     return _azure_store(request.getfixturevalue("azurite"), monkeypatch, request.param)
 
 
-def pytest_report_header() -> list[str]:
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    # Printed after the results, even with -q: the versions the suites ran with, in the CI log.
+    terminalreporter.write_line(_versions())
+
+
+def _versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     names = ("apache-airflow", "apache-airflow-providers-google", "gcsfs", "gcp-storage-emulator",
@@ -219,4 +224,4 @@ def pytest_report_header() -> list[str]:
     azurite = "missing"
     if binary:
         azurite = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
-    return [f"storage backends: {', '.join(found)}, azurite {azurite}"]
+    return f"storage backends: {', '.join(found)}, azurite {azurite}"
