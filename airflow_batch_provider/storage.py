@@ -371,19 +371,19 @@ def _discard(out: IO[bytes]) -> None:
 
     Closing an fsspec file uploads what it buffered: the temporary object would be created, billed,
     and after its deletion kept for the bucket's soft-delete retention (GCS: 7 days by default).
-    ``discard`` aborts an upload already under way (multipart, resumable); marking the file closed
-    then stops ``close`` from uploading the rest.
+    ``discard`` aborts an upload already under way (multipart, resumable); marking the file as
+    flushed makes ``close`` upload nothing more, while it still releases the client (adlfs).
     """
     from fsspec.spec import AbstractBufferedFile
 
-    if not isinstance(out, AbstractBufferedFile):
+    if isinstance(out, AbstractBufferedFile):
+        try:
+            out.discard()
+        except Exception:  # the original error matters more; the clean-up after this still runs
+            log.debug("Could not abort the upload of %s", getattr(out, "path", "?"), exc_info=True)
+        out.forced = True
+    with contextlib.suppress(Exception):
         out.close()
-        return
-    try:
-        out.discard()
-    except Exception:  # the original error matters more; the clean-up below still runs
-        log.debug("Could not abort the upload of %s", getattr(out, "path", "?"), exc_info=True)
-    out.closed = True
 
 
 def _write_remote(final: ObjectStoragePath, chunks: Iterable[bytes]) -> _Digest:
