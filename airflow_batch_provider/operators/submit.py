@@ -66,9 +66,14 @@ from airflow_batch_provider.waiting.status import BatchStatus, summarize_batch
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
 
-    from airflow_batch_provider.batch_file.templates import ChatTemplate, EmbeddingTemplate, ResponsesTemplate
+    from airflow_batch_provider.batch_file import (
+        ChatTemplate,
+        EmbeddingTemplate,
+        ImageTemplate,
+        ResponsesTemplate,
+    )
 
-    RequestTemplate = ChatTemplate | EmbeddingTemplate | ResponsesTemplate
+    RequestTemplate = ChatTemplate | EmbeddingTemplate | ResponsesTemplate | ImageTemplate
 
 # Validation must not reject a file for being larger than one batch: it gets sharded.
 _NO_FILE_LIMIT = ShardLimits(max_requests=2**62, max_bytes=2**62, max_embedding_inputs=2**62)
@@ -93,7 +98,8 @@ class OpenAIBatchSubmitOperator(BaseOperator):
     :param requests: Instead of ``input_path``: records (e.g. from XCom) rendered by
         ``request_template``, or ready request lines (dicts, or JSON str/bytes) when no
         template is given (templated, so an XComArg works).
-    :param request_template: A ``ChatTemplate``, ``EmbeddingTemplate`` or ``ResponsesTemplate``.
+    :param request_template: A ``ChatTemplate``, ``EmbeddingTemplate``, ``ResponsesTemplate`` or
+        ``ImageTemplate``.
     :param custom_id_field: Record field holding each request's custom_id (default: a
         content hash).
     :param endpoint: Batch endpoint, e.g. ``/v1/chat/completions`` (either spelling on
