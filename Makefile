@@ -15,7 +15,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # exact token estimates without internet; nothing downloads them at run time.
 export TIKTOKEN_CACHE_DIR ?= $(CURDIR)/.tiktoken-cache
 
-.PHONY: venv test test-oldest test-lowest constraints install-check release-check lint demo airflow stop \
+.PHONY: venv test test-storage test-oldest test-lowest constraints install-check release-check lint demo airflow stop \
 	system-test stack-test bench clean
 
 venv: $(STAMP)
@@ -37,6 +37,31 @@ lint: venv
 test: venv
 	$(MAKE) lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/integration
+
+# Landing, input reading and lineage on Google Cloud Storage (gcp-storage-emulator) and Azure Blob
+# Storage (Azurite, from npm into .azurite/), through Airflow's Google and Microsoft Azure providers:
+# tests/storage_backends/, in .venv-storage. Its own venv: the Google provider (~1 GB) caps openai
+# below the newest, so the openai SDK is pinned to our floor or above rather than left to drift.
+STORAGE_VENV ?= .venv-storage
+STORAGE_STAMP := $(STORAGE_VENV)/.installed-$(AIRFLOW_VERSION)
+AZURITE_VERSION ?= 3.37.0
+
+$(STORAGE_STAMP): pyproject.toml
+	test -x $(STORAGE_VENV)/bin/python || $(PYTHON) -m venv $(STORAGE_VENV)
+	test -x $(STORAGE_VENV)/bin/uv || $(STORAGE_VENV)/bin/python -m pip install -q uv
+	$(STORAGE_VENV)/bin/uv pip install -q --python $(STORAGE_VENV)/bin/python \
+	  -e ".[gcs,azure,openlineage,storage-tests]" "apache-airflow==$(AIRFLOW_VERSION)" "openai>=$(OPENAI_FLOOR)"
+	rm -f $(STORAGE_VENV)/.installed-*
+	touch $@
+
+.azurite/node_modules/.bin/azurite-blob:
+	npm install --prefix .azurite --no-audit --no-fund --loglevel=error "azurite@$(AZURITE_VERSION)"
+
+# The venv and Azurite install side by side (both mostly wait on downloads).
+test-storage:
+	$(MAKE) -j2 $(STORAGE_STAMP) .azurite/node_modules/.bin/azurite-blob
+	AZURITE_BLOB=$(CURDIR)/.azurite/node_modules/.bin/azurite-blob \
+	  $(STORAGE_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/storage_backends
 
 # The oldest Airflow we support, in a venv of its own: unit and DAG tests.
 test-oldest:
@@ -105,4 +130,4 @@ bench: venv
 	for f in tests/benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
 
 clean:
-	rm -rf .venv .venv-oldest .venv-lowest .demo demo-output dist build
+	rm -rf .venv .venv-oldest .venv-lowest .venv-storage .azurite .demo demo-output dist build

@@ -382,14 +382,38 @@ def _remove_quietly(fs: Any, path: ObjectStoragePath) -> None:
         )
 
 
+def _discard(out: IO[bytes]) -> None:
+    """Drop a half-written object instead of committing it.
+
+    Closing an fsspec file uploads what it buffered: the temporary object would be created, billed,
+    and after its deletion kept for the bucket's soft-delete retention (GCS: 7 days by default).
+    ``discard`` aborts an upload already under way (multipart, resumable); marking the file as
+    flushed makes ``close`` upload nothing more, while it still releases the client (adlfs).
+    """
+    from fsspec.spec import AbstractBufferedFile
+
+    if isinstance(out, AbstractBufferedFile):
+        try:
+            out.discard()
+        except Exception:  # the original error matters more; the clean-up after this still runs
+            log.debug("Could not abort the upload of %s", getattr(out, "path", "?"), exc_info=True)
+        out.forced = True
+    with contextlib.suppress(Exception):
+        out.close()
+
+
 def _write_remote(final: ObjectStoragePath, chunks: Iterable[bytes]) -> _Digest:
     tmp = final.parent / _temp_name(final.name)
     # No filesystem for the scheme, or a refused open: nothing was written, nothing to remove.
     fs = final.fs
     out = fs.open(tmp.path, "wb")
     try:
-        with out:
+        try:
             digest = _pump(chunks, out)
+        except BaseException:
+            _discard(out)
+            raise
+        out.close()
         _commit(tmp, final)
     except BaseException:
         _remove_quietly(fs, tmp)

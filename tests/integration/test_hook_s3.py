@@ -81,3 +81,20 @@ def test_upload_from_s3_streams_the_object(emulator_conn_id, batch_emulator, aws
     batch = hook.create_batch(uploaded.id, ENDPOINT)
     assert batch.input_file_id == uploaded.id
     assert batch_emulator.stats()["files_uploaded"] == 1
+
+
+def test_a_failed_write_to_a_versioned_bucket_leaves_no_version(aws_test_bucket, s3):
+    # Committing the half-written temporary object and then deleting it would leave a noncurrent
+    # version and a delete marker in a versioned bucket (kept and billed): it is never committed.
+    from airflow_batch_provider.storage import write_atomically
+
+    s3.put_bucket_versioning(Bucket=aws_test_bucket, VersioningConfiguration={"Status": "Enabled"})
+
+    def cut():
+        yield b"partial " * 10_000
+        raise ConnectionResetError("cut")
+
+    with pytest.raises(ConnectionResetError):
+        write_atomically(f"s3://aws_test@{aws_test_bucket}/runs/out.jsonl", cut())
+    versions = s3.list_object_versions(Bucket=aws_test_bucket)
+    assert versions.get("Versions", []) == [] and versions.get("DeleteMarkers", []) == []
