@@ -96,7 +96,7 @@ system-test: venv
 # postgresql and redis-server). Artifacts stay in /tmp/airflow-batch-provider-stack-test.
 stack-test: venv
 	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev,s3,openlineage,bench,stack]" "apache-airflow==$(AIRFLOW_VERSION)"
-	timeout -k 60 3000 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 \
+	timeout -k 60 3600 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 \
 	  --basetemp=/tmp/airflow-batch-provider-stack-test tests/stack
 
 bench: venv

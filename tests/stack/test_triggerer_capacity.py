@@ -59,6 +59,24 @@ def test_one_triggerer_capacity_with_worst_stall_under_100ms(stack: NativeStack)
     run_id = airflow.trigger("stack_capacity", {"ticks": str(ticks)})
     try:
         wait_until(
+            lambda: (
+                airflow.query(
+                    "SELECT count(*) FROM task_instance WHERE dag_id = 'stack_capacity' AND run_id = ?",
+                    (run_id,),
+                )[0][0]
+                > max(STEPS)
+            ),
+            timeout=300,
+            message="the capacity run's mapped task instances",
+        )
+        subprocess.run(
+            [sys.executable, "-m", "tests.stack.capacity", "park", run_id],
+            env=airflow.env,
+            cwd=REPO,
+            check=True,
+            timeout=300,
+        )
+        wait_until(
             lambda: ticks.exists() and ticks.stat().st_size > 0, timeout=300, message="the loop ticker"
         )
         job = stack.current_job(measured)

@@ -85,7 +85,7 @@ PER_DEPLOYMENT: frozenset[str] = frozenset(
 #: Settings only the native harness sets: ports and secrets of a throwaway deployment,
 #: faster timers for the drills, and runs triggered by the tests only.
 NATIVE_ONLY: dict[str, str] = {
-    "AIRFLOW__CORE__PARALLELISM": "scheduler-wide slots, sized for the drills",
+    "AIRFLOW__CORE__PARALLELISM": "executor slots: the worker's and as many waiting in Redis",
     "AIRFLOW__CORE__FERNET_KEY": "a fresh key per run (compose: unset, the image generates one)",
     "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": "a known random admin password",
     "AIRFLOW__API__SECRET_KEY": "random per run",
@@ -99,10 +99,11 @@ NATIVE_ONLY: dict[str, str] = {
     "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "on (Airflow's default): the examples run on schedules",
     "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "only runs the tests trigger",
     "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "two shared cores queue slowly",
-    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "a killed worker's task retries after 30 s",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "a killed worker's task retries after 60 s",
     "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "new DAG files seen in seconds",
     "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "less parsing on two cores",
     "AIRFLOW__CELERY__WORKER_CONCURRENCY": "sized for two cores",
+    "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "the worker imports the provider once (celery_preload)",
     "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "one api-server worker on two busy cores answers slowly",
     "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "a DAG import takes over 30 s on two busy cores",
     "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "the same, in the dag-processor",
