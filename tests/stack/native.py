@@ -231,7 +231,7 @@ def airflow_stack(
         conn_id: {"conn_type": "openai", "host": emulators[name].base_url, "password": secret_key}
         for conn_id, name in CONNECTIONS.items()
     }
-    services = topology.airflow_services()
+    services = topology.airflow_services(native=True)
     # Each triggerer serves its logs on a port of its own (one host here, one container each in compose).
     triggerers = [name for name in services if name.startswith("triggerer")]
     service_env = {

@@ -93,8 +93,8 @@ NATIVE_ONLY: dict[str, str] = {
     "AIRFLOW__API__HOST": "127.0.0.1 only",
     "AIRFLOW__API__WORKERS": "one api-server worker on two cores",
     "AIRFLOW__API__BASE_URL": "the free port",
-    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "a free port",
-    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": "a free port per triggerer",
+    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "a free port (no log server runs: NATIVE_ARGS)",
+    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": "a free port each (no log server runs: NATIVE_ARGS)",
     "AIRFLOW__CORE__HOSTNAME_CALLABLE": "triggerers on one host: tests.stack.hostname tells them apart",
     "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "on (Airflow's default): the examples run on schedules",
     "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "only runs the tests trigger",
@@ -111,17 +111,32 @@ NATIVE_ONLY: dict[str, str] = {
 }
 
 
-def airflow_services() -> dict[str, tuple[str, ...]]:
-    """``{process name: argv after "airflow"}``: one entry per replica (``triggerer-1``, ``-2``)."""
+#: Arguments only the native stack adds to a service's command, and why. Airflow's log servers
+#: (``serve-logs``, started by the worker and each triggerer) listen on every interface and
+#: take no host setting; natively all services share one host and one log folder, so the
+#: api-server reads the log files directly and the native stack runs no log server (it binds
+#: 127.0.0.1 only). In compose each container serves its own logs on the compose network.
+NATIVE_ARGS: dict[str, tuple[str, ...]] = {
+    "triggerer": ("--skip-serve-logs",),
+    "celery-worker": ("--skip-serve-logs",),
+}
+
+
+def airflow_services(*, native: bool = False) -> dict[str, tuple[str, ...]]:
+    """``{process name: argv after "airflow"}``: one entry per replica (``triggerer-1``, ``-2``).
+
+    :param native: with the arguments of :data:`NATIVE_ARGS`.
+    """
     out: dict[str, tuple[str, ...]] = {}
     for name, service in SERVICES.items():
         if not service.command:
             continue
+        argv = (*service.command, *NATIVE_ARGS.get(name, ())) if native else service.command
         if service.replicas == 1:
-            out[name] = service.command
+            out[name] = argv
         else:
             for i in range(1, service.replicas + 1):
-                out[f"{name}-{i}"] = service.command
+                out[f"{name}-{i}"] = argv
     return out
 
 
