@@ -4,7 +4,8 @@ AIRFLOW_VERSION ?= 3.3.2
 AIRFLOW_OLDEST ?= 3.1.8
 OPENAI_FLOOR ?= 1.100.0
 OPENAI_FLOOR_TESTS ?= tests/integration/test_hook_emulator.py tests/integration/test_trigger_openai_batch.py \
-  tests/integration/test_submit_dag.py tests/integration/test_fetch_land.py tests/unit/test_hook_async.py
+  tests/integration/test_submit_dag.py tests/integration/test_fetch_land.py tests/unit/test_hook_async.py \
+  tests/unit/test_hook_http.py
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
@@ -29,9 +30,9 @@ $(STAMP): pyproject.toml
 	touch $@
 
 lint: venv
-	$(BIN)/ruff check airflow_batch_provider tests dags_examples
-	$(BIN)/ruff format --check airflow_batch_provider tests dags_examples
-	$(BIN)/mypy airflow_batch_provider
+	$(BIN)/ruff check airflow_batch_provider devtools tests dags_examples
+	$(BIN)/ruff format --check airflow_batch_provider devtools tests dags_examples
+	$(BIN)/mypy airflow_batch_provider devtools
 
 test: venv
 	$(MAKE) lint
@@ -50,6 +51,7 @@ test-lowest:
 	test -x .venv-lowest/bin/uv || .venv-lowest/bin/python -m pip install -q uv
 	.venv-lowest/bin/uv pip install -q --python .venv-lowest/bin/python --resolution lowest-direct \
 	  -e ".[dev,s3,openlineage]"
+	.venv-lowest/bin/python -m tests.tiktoken_cache "$(TIKTOKEN_CACHE_DIR)"
 	.venv-lowest/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration
 	.venv-lowest/bin/uv pip install -q --python .venv-lowest/bin/python "openai==$(OPENAI_FLOOR)"
 	.venv-lowest/bin/python -m pytest -q -p no:cacheprovider $(OPENAI_FLOOR_TESTS)
@@ -72,16 +74,16 @@ release-check: venv
 	timeout -k 30 1800 bash scripts/release_check.sh $(AIRFLOW_VERSION)
 
 demo: venv
-	$(BIN)/python -m airflow_batch_provider.demo
+	$(BIN)/python -m devtools.demo
 
 # A full local Airflow (api-server, scheduler, dag-processor, triggerer) with the emulator and
 # the example DAGs, in the background, on 127.0.0.1 only: UI at http://127.0.0.1:8080, pids in .demo/,
 # `make stop` ends it.
 airflow: venv
-	$(BIN)/python -m airflow_batch_provider.devstack start
+	$(BIN)/python -m devtools.devstack start
 
 stop:
-	if [ -x $(BIN)/python ]; then $(BIN)/python -m airflow_batch_provider.devstack stop; fi
+	if [ -x $(BIN)/python ]; then $(BIN)/python -m devtools.devstack stop; fi
 
 # Real Airflow processes (api-server, scheduler, dag-processor, triggerer) with emulators: the
 # example DAGs, the fault, secrets and bad-input drills (tests/system/README.md). Artifacts

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_batch_provider.batch_file import BATCH_ENDPOINTS, normalize_endpoint, validate_file
+from airflow_batch_provider.batch_file.lines import BATCH_ENDPOINTS, normalize_endpoint, validate_file
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -111,7 +111,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from airflow_batch_provider.estimate import estimate_file, format_usd
+    from airflow_batch_provider.batch_file.estimate import estimate_file, format_usd
 
     if args.default_output_tokens is not None and args.default_output_tokens < 0:
         print("airflow-batch estimate: --default-output-tokens must be >= 0", file=sys.stderr)

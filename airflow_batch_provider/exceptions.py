@@ -71,3 +71,8 @@ class BudgetExceededError(BatchProviderError):
         super().__init__(message)
         self.estimate = estimate
         self.budget = budget
+
+
+class DestinationError(BatchProviderError):
+    """A fetch destination cannot be written (no filesystem for its scheme, no such bucket or
+    directory, a wrong storage connection): raised by the submit before anything is uploaded."""

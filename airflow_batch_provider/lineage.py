@@ -20,7 +20,7 @@ import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_batch_provider.fetch_manifest import round_estimate
+from airflow_batch_provider.results.manifest import round_estimate
 from airflow_batch_provider.storage import public_uri
 
 if TYPE_CHECKING:

@@ -358,22 +358,41 @@ def _commit(tmp: ObjectStoragePath, final: ObjectStoragePath) -> None:
     fs.rm(tmp.path)
 
 
-def _remove_quietly(path: ObjectStoragePath) -> None:
+def _remove_quietly(fs: Any, path: ObjectStoragePath) -> None:
+    """Remove a temporary object a failed write may have left; warn only if one may remain."""
     try:
-        if path.fs.exists(path.path):
-            path.fs.rm(path.path)
+        if not fs.exists(path.path):
+            return
+    except FileNotFoundError:  # no such bucket or container: nothing can be there
+        return
+    except Exception as err:
+        log.warning(
+            "Could not check whether the temporary object %s was left behind (%s); look for it",
+            public_uri(str(path)),
+            public_text(str(err)),
+        )
+        return
+    try:
+        fs.rm(path.path)
     except Exception:  # the original error matters more than a failed clean-up
-        log.warning("Could not remove the temporary object %s; delete it by hand", path, exc_info=True)
+        log.warning(
+            "Could not remove the temporary object %s; delete it by hand",
+            public_uri(str(path)),
+            exc_info=True,
+        )
 
 
 def _write_remote(final: ObjectStoragePath, chunks: Iterable[bytes]) -> _Digest:
     tmp = final.parent / _temp_name(final.name)
+    # No filesystem for the scheme, or a refused open: nothing was written, nothing to remove.
+    fs = final.fs
+    out = fs.open(tmp.path, "wb")
     try:
-        with tmp.fs.open(tmp.path, "wb") as out:
+        with out:
             digest = _pump(chunks, out)
         _commit(tmp, final)
     except BaseException:
-        _remove_quietly(tmp)
+        _remove_quietly(fs, tmp)
         raise
     return digest
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import zipfile
+from pathlib import Path
 
 REQUIRED = (
     "airflow_batch_provider/__init__.py",
@@ -14,12 +15,33 @@ REQUIRED = (
     "airflow_batch_provider/get_provider_info.py",
     "airflow_batch_provider/plugins/static/",
 )
-FORBIDDEN = ("tests/", ".venv", "__pycache__", ".pyc", "dags_examples/", ".demo/", "demo-output/", "scripts/")
+FORBIDDEN = (
+    "tests/",
+    "devtools/",
+    ".venv",
+    "__pycache__",
+    ".pyc",
+    "dags_examples/",
+    ".demo/",
+    "demo-output/",
+    "scripts/",
+)
+#: Data files the UI plugin serves: each file of the source tree's folder must be in the wheel.
+STATIC = Path(__file__).resolve().parents[1] / "airflow_batch_provider" / "plugins" / "static"
+
+
+def _required() -> list[str]:
+    static = sorted(
+        f"airflow_batch_provider/plugins/static/{p.relative_to(STATIC).as_posix()}"
+        for p in STATIC.rglob("*")
+        if p.is_file()
+    )
+    return [*REQUIRED, *static]
 
 
 def main(wheel: str, version: str) -> int:
     names = zipfile.ZipFile(wheel).namelist()
-    problems = [f"missing {r}" for r in REQUIRED if not any(n.startswith(r) for n in names)]
+    problems = [f"missing {r}" for r in _required() if not any(n.startswith(r) for n in names)]
     problems += [f"unexpected {n}" for n in names if any(f in n for f in FORBIDDEN)]
     tops = {n.split("/", 1)[0] for n in names}
     problems += [

@@ -62,6 +62,12 @@ class _OpenAIBatchDecoratedOperator(DecoratedOperator, OpenAIBatchSubmitOperator
         **kwargs: Any,
     ) -> None:
         kwargs.pop("multiple_outputs", None)  # the result is one manifest
+        for name in ("input_path", "requests"):
+            if name in kwargs:
+                raise ValueError(
+                    f"@task.openai_batch takes its requests from the function's return value: remove "
+                    f"{name}=, or use OpenAIBatchSubmitOperator(input_path=...) for a JSONL file."
+                )
         super().__init__(
             python_callable=python_callable,
             op_args=op_args,

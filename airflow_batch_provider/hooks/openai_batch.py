@@ -1,6 +1,6 @@
 """OpenAIBatchHook: the one door to the Files and Batches APIs, sync and async.
 
-Reads the standard ``openai`` connection (see ``_openai_clients.settings_from_connection``).
+Reads the standard ``openai`` connection (see ``clients.settings_from_connection``).
 Transient failures are retried by the SDK (``max_retries`` extra, honouring
 Retry-After); what is left is turned into this package's errors, with the fix in
 the message and no secret in it.
@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 import openai
 from airflow.sdk import BaseHook, ObjectStoragePath
 
-from airflow_batch_provider.batch_status import BatchStatus
 from airflow_batch_provider.exceptions import (
     BatchAuthError,
     BatchNotFoundError,
@@ -33,7 +32,7 @@ from airflow_batch_provider.exceptions import (
     TransferError,
     UnsafeIdError,
 )
-from airflow_batch_provider.hooks._openai_clients import (
+from airflow_batch_provider.hooks.clients import (
     OPENAI_API_HOST,
     ClientSettings,
     LeanGetUnavailable,
@@ -42,6 +41,7 @@ from airflow_batch_provider.hooks._openai_clients import (
     redact,
     settings_from_connection,
     shared_async_client,
+    with_options,
 )
 from airflow_batch_provider.ids import check_server_batch, check_server_id, check_user_id
 from airflow_batch_provider.storage import (
@@ -51,6 +51,7 @@ from airflow_batch_provider.storage import (
     public_uri,
     write_atomically,
 )
+from airflow_batch_provider.waiting.status import BatchStatus
 
 if TYPE_CHECKING:
     from openai.types import Batch, FileObject
@@ -416,7 +417,7 @@ class OpenAIBatchHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """Check the credentials by listing one batch (the UI's Test button)."""
         try:
-            client = self.get_conn().with_options(max_retries=1, timeout=20.0)
+            client = with_options(self.get_conn(), max_retries=1, timeout=20.0)
             with self._errors("Listing batches"):
                 client.batches.list(limit=1)
         except Exception as err:
@@ -625,7 +626,7 @@ class OpenAIBatchHook(BaseHook):
             params["metadata"] = dict(metadata)
         if output_expires_after:
             params["output_expires_after"] = dict(output_expires_after)
-        client = self.get_conn().with_options(max_retries=0)
+        client = with_options(self.get_conn(), max_retries=0)
         started = time.time()
         attempt = 0
         check_first = False
@@ -765,7 +766,7 @@ class OpenAIBatchHook(BaseHook):
         options = FinalRequestOptions.construct(method="get", url="/batches")
         headers = response.headers if response is not None else None
         await asyncio.sleep(client._calculate_retry_timeout(retries, options, headers))
-        return client.with_options(max_retries=retries - 1)
+        return with_options(client, max_retries=retries - 1)
 
     def cancel_batch(self, batch_id: str) -> Batch:
         """Cancel a batch; one already finished or cancelling is returned as it is."""

@@ -2,8 +2,8 @@
 
 Thin by design: the join and the accounting live in :mod:`airflow_batch_provider.results`,
 atomic landing in :mod:`airflow_batch_provider.storage` (through the hook), identity and
-re-attach decisions in :mod:`airflow_batch_provider.idempotency`, the manifest in
-:mod:`airflow_batch_provider.fetch_manifest`, lineage and Asset events in
+re-attach decisions in :mod:`airflow_batch_provider.submission.identity`, the manifest in
+:mod:`airflow_batch_provider.results.manifest`, lineage and Asset events in
 :mod:`airflow_batch_provider.lineage`. This module wires them together.
 
 Landed layout under ``destination``::
@@ -25,20 +25,31 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_batch_provider import fetch_manifest as fm
-from airflow_batch_provider.batch_file import (
+from airflow_batch_provider.batch_file.estimate import check_budget, estimate_file, parse_budget
+from airflow_batch_provider.batch_file.lines import (
     ShardLimits,
     iter_lines,
     iter_shard_lines,
     plan_shards,
     validate_file,
 )
-from airflow_batch_provider.batch_status import BatchStatus, summarize_batch
-from airflow_batch_provider.completion import ERROR_REASONS
-from airflow_batch_provider.estimate import check_budget, estimate_file, parse_budget
 from airflow_batch_provider.exceptions import BatchFileError, BatchProviderError, ReconciliationError
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
-from airflow_batch_provider.idempotency import (
+from airflow_batch_provider.lineage import asset_extra, emit_asset_events, fetch_lineage
+from airflow_batch_provider.links import OpenAIBatchManifestLink, persist_landed_manifest
+from airflow_batch_provider.pricing import format_usd
+from airflow_batch_provider.results import manifest as fm
+from airflow_batch_provider.results.join import BatchResults, InputShard, join_results
+from airflow_batch_provider.storage import (
+    as_object_storage_path,
+    checksum_of,
+    conn_id_of,
+    landing_path,
+    public_text,
+    public_uri,
+    write_atomically,
+)
+from airflow_batch_provider.submission.identity import (
     META_IDENTITY,
     Identity,
     batch_metadata,
@@ -49,19 +60,8 @@ from airflow_batch_provider.idempotency import (
     run_horizon,
     upload_filename,
 )
-from airflow_batch_provider.lineage import asset_extra, emit_asset_events, fetch_lineage
-from airflow_batch_provider.links import OpenAIBatchManifestLink, persist_landed_manifest
-from airflow_batch_provider.pricing import format_usd
-from airflow_batch_provider.results import BatchResults, InputShard, join_results
-from airflow_batch_provider.storage import (
-    as_object_storage_path,
-    checksum_of,
-    conn_id_of,
-    landing_path,
-    public_text,
-    public_uri,
-    write_atomically,
-)
+from airflow_batch_provider.waiting.outcome import ERROR_REASONS
+from airflow_batch_provider.waiting.status import BatchStatus, summarize_batch
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage

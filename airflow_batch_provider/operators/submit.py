@@ -1,8 +1,8 @@
 """OpenAIBatchSubmitOperator: validate, shard, submit idempotently, wait, return a manifest.
 
 Thin by design: the decisions (identity, fingerprint, metadata, re-attach plan,
-manifest) live in :mod:`airflow_batch_provider.idempotency`, the completion
-semantics in :mod:`airflow_batch_provider.completion`, the file rules in
+manifest) live in :mod:`airflow_batch_provider.submission.identity`, the completion
+semantics in :mod:`airflow_batch_provider.waiting.outcome`, the file rules in
 :mod:`airflow_batch_provider.batch_file`. This module wires them to the hook.
 """
 
@@ -24,20 +24,19 @@ try:
 except ImportError:  # Airflow < 3.2
     from airflow.configuration import conf  # type: ignore[no-redef,assignment]
 
-from airflow_batch_provider.batch_file import (
+from airflow_batch_provider.batch_file.estimate import check_budget, estimate_file, parse_budget
+from airflow_batch_provider.batch_file.lines import (
     MAX_LINE_BYTES,
     ShardInfo,
     ShardLimits,
-    build_request_lines,
     iter_lines,
     iter_shard_lines,
     plan_shards,
     plural,
     validate_file,
 )
-from airflow_batch_provider.batch_status import BatchStatus, summarize_batch
-from airflow_batch_provider.completion import resolve_event, totals
-from airflow_batch_provider.estimate import check_budget, estimate_file, parse_budget
+from airflow_batch_provider.batch_file.templates import build_request_lines
+from airflow_batch_provider.destination_probe import check_fetch_destinations
 from airflow_batch_provider.exceptions import (
     BatchAuthError,
     BatchFileError,
@@ -47,7 +46,9 @@ from airflow_batch_provider.exceptions import (
     BatchTimeoutError,
 )
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook, is_transient_error
-from airflow_batch_provider.idempotency import (
+from airflow_batch_provider.lineage import submit_lineage
+from airflow_batch_provider.links import batch_links, persist_batch_links, persist_failure
+from airflow_batch_provider.submission.identity import (
     Identity,
     batch_metadata,
     build_manifest,
@@ -60,15 +61,21 @@ from airflow_batch_provider.idempotency import (
     shard_label,
     upload_filename,
 )
-from airflow_batch_provider.lineage import submit_lineage
-from airflow_batch_provider.links import batch_links, persist_batch_links, persist_failure
+from airflow_batch_provider.submit_checks import check_submit_arguments, open_input, record_without_template
+from airflow_batch_provider.waiting.outcome import resolve_event, totals
+from airflow_batch_provider.waiting.status import BatchStatus, summarize_batch
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
 
-    from airflow_batch_provider.batch_file import ChatTemplate, EmbeddingTemplate, ResponsesTemplate
+    from airflow_batch_provider.batch_file import (
+        ChatTemplate,
+        EmbeddingTemplate,
+        ImageTemplate,
+        ResponsesTemplate,
+    )
 
-    RequestTemplate = ChatTemplate | EmbeddingTemplate | ResponsesTemplate
+    RequestTemplate = ChatTemplate | EmbeddingTemplate | ResponsesTemplate | ImageTemplate
 
 # Validation must not reject a file for being larger than one batch: it gets sharded.
 _NO_FILE_LIMIT = ShardLimits(max_requests=2**62, max_bytes=2**62, max_embedding_inputs=2**62)
@@ -93,7 +100,8 @@ class OpenAIBatchSubmitOperator(BaseOperator):
     :param requests: Instead of ``input_path``: records (e.g. from XCom) rendered by
         ``request_template``, or ready request lines (dicts, or JSON str/bytes) when no
         template is given (templated, so an XComArg works).
-    :param request_template: A ``ChatTemplate``, ``EmbeddingTemplate`` or ``ResponsesTemplate``.
+    :param request_template: A ``ChatTemplate``, ``EmbeddingTemplate``, ``ResponsesTemplate`` or
+        ``ImageTemplate``.
     :param custom_id_field: Record field holding each request's custom_id (default: a
         content hash).
     :param endpoint: Batch endpoint, e.g. ``/v1/chat/completions`` (either spelling on
@@ -132,6 +140,9 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         ``max_completion_tokens`` / ``max_output_tokens`` (default: the model's maximum output).
     :param prices: Price overrides for the estimate, ``{"model-prefix": {"input",
         "cached_input", "output"}}`` in USD per 1M tokens at the batch rate.
+    :param check_destination: Before uploading, write and delete a probe object at the
+        ``destination`` of each ``OpenAIBatchFetchOperator`` fed by this task's output, and fail
+        if it cannot be written (default True; see :mod:`airflow_batch_provider.destination_probe`).
     """
 
     template_fields: Sequence[str] = (
@@ -174,11 +185,17 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         max_cost_usd: float | str | None = None,
         default_output_tokens: int | None = None,
         prices: Mapping[str, Mapping[str, float]] | None = None,
+        check_destination: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if (input_path is None) == (requests is None):
-            raise ValueError("Pass exactly one of input_path (a JSONL file) or requests (records).")
+        check_submit_arguments(
+            input_path=input_path,
+            requests=requests,
+            request_template=request_template,
+            custom_id_field=custom_id_field,
+            endpoint=endpoint,
+        )
         if on_input_change not in _INPUT_CHANGE_POLICIES:
             raise ValueError(
                 f"on_input_change must be one of {_INPUT_CHANGE_POLICIES}, got {on_input_change!r}"
@@ -215,6 +232,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             )
         self.default_output_tokens = default_output_tokens
         self.prices = prices
+        self.check_destination = check_destination
         self._live_batch_ids: list[str] = []
         # Console URLs of this execute, read by the extra links in the same process;
         # None (a resumed instance) makes them read the XCom instead.
@@ -254,6 +272,8 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         # Fail on bad metadata or a bad budget before reading or uploading anything.
         batch_metadata(identity, "0" * 16, 0, 1, self.metadata)
         budget = parse_budget(self.max_cost_usd)
+        if self.check_destination:  # results that cannot land must not be paid for
+            check_fetch_destinations(self, context)
 
         hook = self.hook
         with self._input() as (path, input_uri, input_conn_id, default_endpoint):
@@ -266,6 +286,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
                 # A line must fit one shard; longer ones are reported, never held whole in memory.
                 max_line_bytes=min(MAX_LINE_BYTES, limits.max_bytes),
             )
+            report.source = input_uri or "requests"  # never the name of the records' temp file
             if not report.ok:
                 raise BatchFileError(
                     f"The batch input is invalid, so nothing was uploaded or created "
@@ -399,9 +420,9 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         """
         template_endpoint = getattr(self.request_template, "endpoint", None)
         if self.input_path is not None:
-            from airflow_batch_provider.storage import as_object_storage_path, conn_id_of, uri_of
+            from airflow_batch_provider.storage import conn_id_of, uri_of
 
-            path = as_object_storage_path(self.input_path)
+            path = open_input(self.input_path)
             yield path, uri_of(path), conn_id_of(path), template_endpoint
             return
         from pathlib import Path
@@ -650,6 +671,8 @@ def _as_line(record: Any, index: int) -> bytes:
     elif isinstance(record, str):
         raw = record.encode()
     elif isinstance(record, Mapping):
+        if message := record_without_template(record, index):
+            raise BatchFileError(message)
         try:
             raw = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
         except (TypeError, ValueError) as err:

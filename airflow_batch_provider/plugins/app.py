@@ -37,12 +37,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airflow_batch_provider.batch_status import BatchStatus, summarize_batch
 from airflow_batch_provider.exceptions import BatchProviderError
-from airflow_batch_provider.hooks._openai_clients import redact
+from airflow_batch_provider.hooks.clients import redact, with_options
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
 from airflow_batch_provider.plugins import pages
-from airflow_batch_provider.plugins.batch_monitor import PREFIX, TAB_ROUTE
+from airflow_batch_provider.plugins.routes import PREFIX, TAB_ROUTE
 from airflow_batch_provider.plugins.task_source import (
     DEFAULT_CONN_ID,
     TaskRefs,
@@ -61,6 +60,7 @@ from airflow_batch_provider.plugins.view_model import (
     failure_view,
     totals,
 )
+from airflow_batch_provider.waiting.status import BatchStatus, summarize_batch
 
 #: Seconds a page waits for the service before showing what the task recorded.
 LIVE_READ_TIMEOUT = 12.0
@@ -103,7 +103,7 @@ class UIBatchHook(OpenAIBatchHook):
 
     def get_conn(self) -> openai.OpenAI:
         if self._ui_client is None:
-            self._ui_client = super().get_conn().with_options(max_retries=1, timeout=10.0)
+            self._ui_client = with_options(super().get_conn(), max_retries=1, timeout=10.0)
         return self._ui_client
 
 

@@ -17,11 +17,7 @@ from urllib.parse import urlsplit
 
 from airflow.plugins_manager import AirflowPlugin
 
-PREFIX = "/openai-batch"
-#: ``url_route`` of the task-instance tab (``.../tasks/<task>/plugin/openai-batch``).
-TAB_ROUTE = "openai-batch"
-#: ``url_route`` of the Batches page (``/plugin/openai-batches``).
-NAV_ROUTE = "openai-batches"
+from airflow_batch_provider.plugins.routes import NAV_ROUTE, PREFIX, TAB_ROUTE
 
 
 def base_path() -> str:

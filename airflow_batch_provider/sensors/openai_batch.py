@@ -1,7 +1,7 @@
 """OpenAIBatchSensor: wait for existing OpenAI batches, in the triggerer or a worker.
 
 The same completion semantics as the submit operator
-(:mod:`airflow_batch_provider.completion`) in all three modes: deferrable (the
+(:mod:`airflow_batch_provider.waiting.outcome`) in all three modes: deferrable (the
 :class:`~airflow_batch_provider.triggers.openai_batch.OpenAIBatchTrigger`), poke
 and reschedule.
 """
@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_batch_provider.batch_file import plural
-from airflow_batch_provider.batch_status import BatchStatus, summarize_batch
-from airflow_batch_provider.completion import check_batches, resolve_event, totals
+from airflow_batch_provider.batch_file.lines import plural
 from airflow_batch_provider.exceptions import BatchServiceError, BatchTimeoutError
-from airflow_batch_provider.fetch_manifest import normalize_batches
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook, is_transient_error
+from airflow_batch_provider.results.manifest import normalize_batches
 from airflow_batch_provider.storage import public_uri
 from airflow_batch_provider.triggers.openai_batch import DEADLINE_GRACE, OpenAIBatchTrigger
+from airflow_batch_provider.waiting.outcome import check_batches, resolve_event, totals
+from airflow_batch_provider.waiting.status import BatchStatus, summarize_batch
 
 try:
     from airflow.sdk.configuration import conf

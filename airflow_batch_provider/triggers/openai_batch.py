@@ -6,7 +6,7 @@ Yields exactly one event::
     {"status": "error", "reason": "timeout" | "polling_error" | "auth" | "not_found",
      "message": str, "batches": [...latest summaries...]}
 
-and :func:`airflow_batch_provider.completion.resolve_event` turns it into the
+and :func:`airflow_batch_provider.waiting.outcome.resolve_event` turns it into the
 task's outcome. Native async on the hook's shared ``AsyncOpenAI`` (through the
 coalescing :mod:`~airflow_batch_provider.triggers.poller`): nothing here blocks
 the triggerer's event loop, which every deferred task of the deployment shares.
@@ -27,23 +27,23 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_batch_provider.batch_status import BatchStatus, summarize_batch
-from airflow_batch_provider.completion import (
-    REASON_AUTH,
-    REASON_NOT_FOUND,
-    REASON_POLLING_ERROR,
-    REASON_TIMEOUT,
-)
 from airflow_batch_provider.exceptions import (
     BatchAuthError,
     BatchNotFoundError,
     BatchProviderError,
     BatchServiceError,
 )
-from airflow_batch_provider.hooks._openai_clients import redact
+from airflow_batch_provider.hooks.clients import redact
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
 from airflow_batch_provider.ids import check_user_id
 from airflow_batch_provider.triggers.poller import get_poller
+from airflow_batch_provider.waiting.outcome import (
+    REASON_AUTH,
+    REASON_NOT_FOUND,
+    REASON_POLLING_ERROR,
+    REASON_TIMEOUT,
+)
+from airflow_batch_provider.waiting.status import BatchStatus, summarize_batch
 
 #: Growth of the poll interval while nothing changes (then jittered by +-10 %).
 BACKOFF = 1.5

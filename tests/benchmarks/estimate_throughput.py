@@ -75,7 +75,7 @@ def generate_shared(path: Path, lines: int = LINES, total_bytes: int = TARGET_BY
 def _child(mode: str, path: str) -> None:
     """One measurement in this (fresh) process, printed as JSON."""
     from airflow_batch_provider.batch_file import validate_file
-    from airflow_batch_provider.estimate import estimate_file, load_encoding
+    from airflow_batch_provider.batch_file.estimate import estimate_file, load_encoding
 
     load_encoding("o200k_base")  # loading the encoding's files is not counted: once per process
     start, cpu_start = time.perf_counter(), time.process_time()

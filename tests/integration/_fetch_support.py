@@ -18,8 +18,8 @@ from typing import Any
 
 from airflow.sdk.execution_time.context import OutletEventAccessors
 
-from airflow_batch_provider.batch_status import BatchStatus
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
+from airflow_batch_provider.waiting.status import BatchStatus
 
 ENDPOINT = "/v1/chat/completions"
 MODEL = "gpt-4o-mini"

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from airflow_batch_provider import devstack
+from devtools import devstack
 
 CHILD = (
     "import subprocess, sys, time; "

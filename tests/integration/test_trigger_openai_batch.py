@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from packaging.version import Version
 
-from airflow_batch_provider.completion import resolve_event
 from airflow_batch_provider.exceptions import BatchFailedError
 from airflow_batch_provider.triggers.openai_batch import OpenAIBatchTrigger
 from airflow_batch_provider.triggers.poller import get_poller
+from airflow_batch_provider.waiting.outcome import resolve_event
 from tests.loop_calls import blocking_calls_on_this_thread
 
 pytestmark = pytest.mark.timeout(60)

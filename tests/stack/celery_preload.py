@@ -16,7 +16,7 @@ from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CON
 
 import airflow_batch_provider.operators.fetch  # noqa: F401  (and with it the openai SDK)
 import airflow_batch_provider.operators.submit  # noqa: F401
-from airflow_batch_provider.estimate import load_encoding
+from airflow_batch_provider.batch_file.estimate import load_encoding
 
 load_encoding("o200k_base")  # submit's token estimate; cached in the module for forked tasks
 

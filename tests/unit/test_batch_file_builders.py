@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from airflow_batch_provider import batch_builders
 from airflow_batch_provider.batch_file import (
     BATCH_ENDPOINTS,
     ChatTemplate,
@@ -19,6 +18,7 @@ from airflow_batch_provider.batch_file import (
     RequestLine,
     ResponsesTemplate,
     build_request_lines,
+    templates,
     validate_lines,
 )
 from airflow_batch_provider.exceptions import BatchFileError
@@ -38,8 +38,8 @@ def build(records: Any, template: Any = CHAT, **kwargs: Any) -> list[dict[str, A
 
 
 def test_builders_are_re_exported_from_batch_file() -> None:
-    assert ChatTemplate is batch_builders.ChatTemplate
-    assert build_request_lines is batch_builders.build_request_lines
+    assert ChatTemplate is templates.ChatTemplate
+    assert build_request_lines is templates.build_request_lines
 
 
 @pytest.mark.parametrize("template", [CHAT, EmbeddingTemplate("e", "text"), ResponsesTemplate("m", "{text}")])

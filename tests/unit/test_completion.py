@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from airflow_batch_provider.completion import check_batches, resolve_event, totals
 from airflow_batch_provider.exceptions import (
     BatchAuthError,
     BatchFailedError,
@@ -15,6 +14,7 @@ from airflow_batch_provider.exceptions import (
     BatchServiceError,
     BatchTimeoutError,
 )
+from airflow_batch_provider.waiting.outcome import check_batches, resolve_event, totals
 
 
 def batch(

@@ -1,4 +1,4 @@
-"""Token estimates and the budget guard (airflow_batch_provider.estimate), against real tiktoken.
+"""Token estimates and the budget guard (airflow_batch_provider.batch_file.estimate), against real tiktoken.
 
 tiktoken's encoding files come from the offline cache tests/conftest.py seeds; nothing downloads.
 """
@@ -11,9 +11,9 @@ import os
 import pytest
 import tiktoken
 
-from airflow_batch_provider import estimate as est
 from airflow_batch_provider.batch_file import ShardLimits, iter_lines, plan_shards
-from airflow_batch_provider.estimate import (
+from airflow_batch_provider.batch_file import estimate as est
+from airflow_batch_provider.batch_file.estimate import (
     APPROXIMATION,
     TokenCounter,
     check_budget,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_batch_provider import fetch_manifest as fm
 from airflow_batch_provider import lineage
+from airflow_batch_provider.results import manifest as fm
 
 ESTIMATE = {
     "requests": 10,

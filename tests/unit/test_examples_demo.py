@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_batch_provider import demo
+from devtools import demo
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from airflow_batch_provider import fetch_manifest as fm
+from airflow_batch_provider.results import manifest as fm
 
 SUBMIT = {
     "conn_id": "openai_x",

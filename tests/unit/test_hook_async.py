@@ -9,7 +9,7 @@ import time
 import pytest
 
 from airflow_batch_provider.exceptions import BatchAuthError
-from airflow_batch_provider.hooks import _openai_clients as clients
+from airflow_batch_provider.hooks import clients
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook, close_async_clients
 from tests.loop_calls import blocking_calls_on_this_thread
 from tests.unit.hook_http import Reply, Request, ScriptedServer, batch_json, error

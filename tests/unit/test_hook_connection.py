@@ -11,7 +11,7 @@ import pytest
 
 from airflow_batch_provider.exceptions import BatchAuthError, BatchProviderError
 from airflow_batch_provider.get_provider_info import get_provider_info
-from airflow_batch_provider.hooks._openai_clients import DEFAULT_MAX_RETRIES, redact
+from airflow_batch_provider.hooks.clients import DEFAULT_MAX_RETRIES, redact
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
 
 KEY = "sk-unit-test-secret-0123456789"

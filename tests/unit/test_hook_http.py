@@ -52,6 +52,8 @@ def test_azure_sends_api_key_header_and_api_version_on_openai_paths(openai_conne
     def route(request: Request) -> Reply:
         if request.path.endswith("/files"):
             return Reply(200, file_json("file-az", 3))
+        if request.method == "GET" and request.path.endswith("/batches"):
+            return Reply(200, {"object": "list", "data": [], "has_more": False})
         return Reply(200, batch_json("batch_az"))
 
     with ScriptedServer(route) as server:
@@ -68,12 +70,15 @@ def test_azure_sends_api_key_header_and_api_version_on_openai_paths(openai_conne
         hook.upload_file([b'{"a": 1}'], filename="in.jsonl")
         hook.create_batch("file-az", "/v1/chat/completions")
         hook.get_batch("batch_az")
-    upload, create, get = server.requests
-    # Files and Batches are not deployment-scoped on Azure: /openai/<resource>, never /deployments/.
-    assert [r.path for r in (upload, create, get)] == [
+        assert hook.test_connection()[0]  # create and the Test button use the client's copies
+    upload, create, get, listing = server.requests
+    # Files and Batches are not deployment-scoped on Azure: /openai/<resource>, never /deployments/
+    # (openai before 3.14.1 lost that routing in with_options(): hooks/clients.with_options).
+    assert [r.path for r in (upload, create, get, listing)] == [
         "/openai/files",
         "/openai/batches",
         "/openai/batches/batch_az",
+        "/openai/batches",
     ]
     for request in server.requests:
         assert request.query["api-version"] == ["2025-03-01-preview"]

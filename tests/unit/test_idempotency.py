@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from airflow_batch_provider.batch_file import ShardLimits
-from airflow_batch_provider.idempotency import (
+from airflow_batch_provider.submission.identity import (
     IDENTITY_SCHEME,
     RESERVED_METADATA_KEYS,
     Identity,

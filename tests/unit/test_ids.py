@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from airflow_batch_provider.exceptions import UnsafeIdError
-from airflow_batch_provider.fetch_manifest import normalize_batches
 from airflow_batch_provider.ids import MAX_SHOWN, check_server_batch, check_user_id, is_valid_id, shown
 from airflow_batch_provider.operators.fetch import OpenAIBatchFetchOperator
+from airflow_batch_provider.results.manifest import normalize_batches
 from airflow_batch_provider.sensors.openai_batch import OpenAIBatchSensor
 from airflow_batch_provider.storage import landing_path, public_text, public_uri
 from airflow_batch_provider.triggers.openai_batch import OpenAIBatchTrigger

@@ -184,7 +184,7 @@ def test_asset_extra_and_events() -> None:
 
 def test_importing_lineage_does_not_import_openlineage() -> None:
     code = (
-        "import sys, airflow_batch_provider.lineage, airflow_batch_provider.fetch_manifest;"
+        "import sys, airflow_batch_provider.lineage, airflow_batch_provider.results.manifest;"
         "print(sorted(m for m in sys.modules if m.startswith('openlineage')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -130,7 +130,7 @@ def test_batch_view_maps_errors_to_input_lines_and_prices_usage():
     assert view["landed"][0]["href"].startswith("https://s3.console.aws.amazon.com/")
     assert view["airflow"] == {"dag_id": "d", "task_id": "t", "run_id": "r", "shard": "2/3", "round": None}
     # A summary (what XCom holds) gives the same view as the batch it came from.
-    from airflow_batch_provider.batch_status import summarize_batch
+    from airflow_batch_provider.waiting.status import summarize_batch
 
     again = batch_view(summarize_batch(_batch()), now=NOW)
     assert again["progress"] == batch_view(_batch(), now=NOW)["progress"]

@@ -336,7 +336,7 @@ def test_hook_methods():
 
 
 def test_connection_extras_are_read_by_the_hook():
-    source = (ROOT / "airflow_batch_provider" / "hooks" / "_openai_clients.py").read_text(encoding="utf-8")
+    source = (ROOT / "airflow_batch_provider" / "hooks" / "clients.py").read_text(encoding="utf-8")
     rows = _table_rows(_section("## Connections"))
     extras = [name for row in rows for name in re.findall(r"`(\w+)`", row[0])]
     assert len(extras) >= 10, extras
@@ -400,7 +400,7 @@ def test_use_it_in_your_own_airflow_section(monkeypatch):
     [code] = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     compile(code, "README: Use it in your own Airflow", "exec")  # the example DAG is Python
     # make airflow honours AIRFLOW_PORT, as the section says.
-    from airflow_batch_provider import devstack
+    from devtools import devstack
 
     seen: dict[str, Any] = {}
     monkeypatch.setenv("AIRFLOW_PORT", "8091")

@@ -260,3 +260,52 @@ def test_within_a_round_the_first_of_equal_statuses_is_kept() -> None:
     lines = [f.http_error("a", 400, "first_code"), f.http_error("a", 400, "second_code")]
     report, rows = run([f.request("a")], [BatchResults("b1", error_lines=lines)])
     assert rows[0]["error"]["code"] == "first_code" and report.duplicate_results == 1
+
+
+def test_results_jsonl_bytes_are_the_standard_librarys_whatever_the_parse_path() -> None:
+    """The join reads and writes bodies with orjson where that is exact: small floats, wide
+    integers, NaN and odd result lines must come out exactly as json.dumps writes them."""
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    bodies = {
+        "small-floats": {"logprobs": [-1.2e-05, 3e-7, 0.00009, 1e16], "text": "state-of-the-art e-5"},
+        "wide-int": {"seed": 2**70, "n": 1234567890123456789},
+        "plain": {"content": "caf\u00e9 \u2028 \U0001f600"},
+    }
+    inputs = [
+        json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions", "body": body}).encode()
+        + b"\n"
+        for cid, body in bodies.items()
+    ]
+    inputs.append(b'{"custom_id":"nan","method":"POST","url":"/v1/chat/completions","body":{"t":NaN}}\n')
+    outputs = [f.ok(cid, body) for cid, body in bodies.items()]
+    outputs.append(b'{"custom_id":"nan","response":{"status_code":"200","body":{"x":1e-9}},"error":null}\n')
+    out = io.BytesIO()
+    report = join_results(inputs, [BatchResults("b1", outputs, status="completed")], out)
+    assert report.counts["succeeded"] == 4 and report.invalid_lines == 0
+    lines = out.getvalue().splitlines()
+    for line, (cid, body) in zip(lines, bodies.items(), strict=False):
+        assert (
+            line
+            == (
+                f'{{"custom_id":"{cid}","status":"succeeded","request":{dumps(body)},'
+                f'"response":{dumps(body)},"error":null,"batch_id":"b1"}}'
+            ).encode()
+        )
+    assert lines[3] == (
+        b'{"custom_id":"nan","status":"succeeded","request":{"t":NaN},"response":{"x":1e-09},'
+        b'"error":null,"batch_id":"b1"}'
+    )
+
+
+def test_blocks_keep_per_line_semantics_for_duplicates_across_block_edges() -> None:
+    """Result lines and inputs go to the index in blocks; duplicates split across blocks,
+    and inside one, count and resolve as if the lines were taken one at a time."""
+    n = 1_300  # more than two blocks
+    ids = [f"q-{i}" for i in range(n)]
+    failed = [f.http_error(i, 500, "server_error", "server_error") for i in ids[::2]]
+    outputs = [f.ok(i, f.chat_body(text=i)) for i in ids] + failed + [f.ok(ids[3], f.chat_body(text="again"))]
+    report, rows = run([f.request(i, content=i) for i in ids + ids[:600]], [BatchResults("b1", outputs)])
+    assert report.duplicate_results == len(failed) + 1
+    assert report.duplicate_inputs == 600 and report.total == n + 600
+    assert all(r["status"] == "succeeded" for r in rows)
+    assert rows[3]["response"]["choices"][0]["message"]["content"] == "q-3"  # the first success is kept

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_batch_provider.batch_status import BatchStatus
 from airflow_batch_provider.exceptions import BatchProviderError, BatchServiceError
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook, is_transient_error
 from airflow_batch_provider.operators.submit import OpenAIBatchSubmitOperator
+from airflow_batch_provider.waiting.status import BatchStatus
 from tests.unit.hook_http import Reply, ScriptedServer, batch_json, error
 
 

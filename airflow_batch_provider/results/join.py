@@ -31,10 +31,12 @@ in input order, whatever the order of the result files::
      "error": {"code", "message", "type", "param", "status_code", "retryable"} | null,
      "batch_id": <batch that produced the result, or that should have>}
 
-Result lines are indexed on disk (stdlib ``sqlite3`` in a temporary file, removed at
-the end), so memory stays flat for 50,000+ requests (about 45 MB peak RSS at 50,000 or
-100,000 requests, ``tests/benchmarks/join_rss.py``); only counters and bounded samples
-live in memory. The index needs temporary disk about the size of the result files.
+Result lines are indexed on disk (stdlib ``sqlite3`` in a temporary file, response bodies
+in a spool file beside it, both removed at the end), so memory stays flat for 50,000+
+requests (about 45 MB peak RSS at 50,000 or 100,000 requests, ``tests/benchmarks/join_rss.py``);
+only counters, bounded samples and one block of lines live in memory. The index needs
+temporary disk about the size of the result files. Bodies are parsed and written with orjson
+where that gives ``json``'s exact values and bytes (:mod:`airflow_batch_provider._json`).
 
 **Rounds.** Resubmitted requests come back in later rounds: give every batch its
 ``round`` (0 = the original submission) and, for resubmission batches, the lines it
@@ -75,9 +77,10 @@ from typing import Any, BinaryIO
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from airflow_batch_provider import _json
 from airflow_batch_provider.exceptions import BatchFileError, ReconciliationError
 from airflow_batch_provider.pricing import Usage
-from airflow_batch_provider.reconciliation import STATUSES, Reconciliation, ResultStatus
+from airflow_batch_provider.results.reconciliation import STATUSES, Reconciliation, ResultStatus
 
 __all__ = [
     "STATUSES",
@@ -218,30 +221,54 @@ def classify(line: ResultLine, *, retry_cancelled: bool = False) -> Outcome:
     :param retry_cancelled: Count ``batch_cancelled`` requests as retryable (their batch
         was cancelled by our own deadline, not by a person).
     """
-    if line.error is not None:
-        code, message = line.error.code, line.error.message
+    error, response = line.error, line.response
+    return _classify(
+        error is not None,
+        None if error is None else error.code,
+        None if error is None else error.message,
+        None if response is None else response.status_code,
+        None if response is None else response.body,
+        retry_cancelled,
+    )
+
+
+_SUCCESS: dict[int, Outcome] = {}  # one Outcome per 2xx code: most lines are successes
+
+
+def _classify(
+    has_error: bool,
+    code: str | None,
+    message: str | None,
+    status_code: int | None,
+    body: Any,
+    retry_cancelled: bool,
+) -> Outcome:
+    """:func:`classify` on a line's fields (``status_code`` None: no response)."""
+    if has_error:
         if code in EXPIRED_CODES:
             return Outcome(ResultStatus.EXPIRED, True, code, message)
         if code in CANCELLED_CODES:
             return Outcome(ResultStatus.CANCELLED, retry_cancelled, code, message)
         return Outcome(ResultStatus.FAILED, is_retryable_error(None, code), code, message)
-    response = line.response
-    if response is None:
+    if status_code is None:
         return Outcome(
             ResultStatus.FAILED, False, "empty_result", "the result line has neither a response nor an error"
         )
-    if 200 <= response.status_code < 300:
-        return Outcome(ResultStatus.SUCCEEDED, status_code=response.status_code)
-    body: Mapping[str, Any] = response.body if isinstance(response.body, Mapping) else {}
+    if 200 <= status_code < 300:
+        outcome = _SUCCESS.get(status_code)
+        if outcome is None:
+            outcome = _SUCCESS[status_code] = Outcome(ResultStatus.SUCCEEDED, status_code=status_code)
+        return outcome
+    body = body if isinstance(body, Mapping) else {}
     err: Mapping[str, Any] = body["error"] if isinstance(body.get("error"), Mapping) else {}
     code = None if err.get("code") is None else str(err["code"])
     etype = None if err.get("type") is None else str(err["type"])
     return Outcome(
         ResultStatus.FAILED,
-        is_retryable_error(response.status_code, code, etype),
-        code or etype or f"http_{response.status_code}",
-        err.get("message") or f"the request failed with HTTP {response.status_code}",
-        response.status_code,
+        is_retryable_error(status_code, code, etype),
+        code or etype or f"http_{status_code}",
+        err.get("message") or f"the request failed with HTTP {status_code}",
+        status_code,
         etype,
         err.get("param"),
     )
@@ -381,8 +408,7 @@ class _Buffered:
             self._parts, self._size = [], 0
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+_dumps = _json.dumps_text  # json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _shards(inputs: Iterable[bytes] | Iterable[InputShard]) -> Iterator[InputShard]:
@@ -399,15 +425,16 @@ def _shards(inputs: Iterable[bytes] | Iterable[InputShard]) -> Iterator[InputSha
 
 def _iter_requests(
     inputs: Iterable[bytes] | Iterable[InputShard],
-) -> Iterator[tuple[str, Any, bytes, str | None]]:
-    """Yield ``(custom_id, body, raw line, shard batch_id)`` for every non-blank input line."""
+) -> Iterator[tuple[str, Any, bytes, str | None, bool]]:
+    """Yield ``(custom_id, body, raw line, shard batch_id, fast)`` for every non-blank input line
+    (``fast``: the body may be written with ``_json.dumps``)."""
     for index, shard in enumerate(_shards(inputs)):
         for number, raw in enumerate(shard.lines, 1):
             raw = raw.encode() if isinstance(raw, str) else bytes(raw)
-            if not raw.strip():
+            if not raw or raw.isspace():  # blank (strip() would copy every line)
                 continue
             try:
-                data = json.loads(raw)
+                data, fast = _json.loads(raw)
                 custom_id = data["custom_id"]
                 if not isinstance(custom_id, str):
                     raise TypeError("custom_id is not a string")
@@ -416,11 +443,15 @@ def _iter_requests(
                     f"input shard {index} (batch {shard.batch_id}) line {number}: not a request line "
                     f"({exc}); results can only be joined to the validated input the batches ran"
                 ) from exc
-            yield custom_id, data.get("body"), raw, shard.batch_id
+            yield custom_id, data.get("body"), raw, shard.batch_id, fast
 
 
 class _Index:
-    """custom_id -> kept outcome, on disk. One connection, one transaction, small page cache."""
+    """custom_id -> kept outcome, on disk. One connection, one transaction, small page cache.
+
+    Response bodies (the bulk) go to an append-only spool file beside it; the index keeps
+    their offset and size: large rows cost SQLite several times a plain write and read.
+    """
 
     def __init__(self, path: str) -> None:
         self.db = sqlite3.connect(path, isolation_level=None)
@@ -428,18 +459,82 @@ class _Index:
             self.db.execute(f"PRAGMA {pragma}")
         self.db.executescript(
             "CREATE TABLE results(custom_id TEXT PRIMARY KEY, success INT, round INT, rank INT,"
-            " status TEXT, retryable INT, code TEXT, batch_id TEXT, response TEXT, error TEXT);"
+            " status TEXT, retryable INT, code TEXT, batch_id TEXT, response_at INT, response_size INT,"
+            " error BLOB);"
             "CREATE TABLE sent(custom_id TEXT PRIMARY KEY, round INT, batch_id TEXT);"
             "CREATE TABLE inputs(custom_id TEXT PRIMARY KEY);"
             "BEGIN;"
         )
+        self.has_sent = False  # no resubmission rounds: no lookups in ``sent``
+        self.spool = open(path + ".spool", "w+b")  # noqa: SIM115 (closed in close())
+        self.spooled = 0
+
+    def put(self, data: bytes) -> int:
+        """Append ``data`` to the spool; return its offset."""
+        at = self.spooled
+        self.spool.write(data)
+        self.spooled += len(data)
+        return at
+
+    def get(self, at: int, size: int) -> bytes:
+        """Bytes ``put`` returned ``at`` for (call :meth:`flush` after the last ``put``)."""
+        return os.pread(self.spool.fileno(), size, at)
+
+    def flush(self) -> None:
+        self.spool.flush()
 
     def close(self) -> None:
         self.db.close()
+        self.spool.close()
+
+
+#: Lines per round trip to the index: a few queries per block instead of several per line.
+_BLOCK = 500
+
+
+def _quick_result(raw: bytes) -> tuple[str, bool, str | None, str | None, int | None, Any] | None:
+    """``(custom_id, has_error, code, message, status_code, body)`` of a plainly shaped result line
+    read by orjson, or ``None`` to let :meth:`ResultLine.parse` judge it (same result, several
+    times the cost; NaN and the like, which pydantic refuses, go there too)."""
+    try:
+        obj, fast = _json.loads(raw)
+    except ValueError:
+        return None
+    if not fast or type(obj) is not dict:
+        return None
+    custom_id, ident, response, error = (
+        obj.get("custom_id"),
+        obj.get("id"),
+        obj.get("response"),
+        obj.get("error"),
+    )
+    if type(custom_id) is not str or (ident is not None and type(ident) is not str):
+        return None
+    code = message = status_code = body = None
+    if error is not None:
+        if type(error) is not dict:
+            return None
+        code, message = error.get("code"), error.get("message")
+        if (code is not None and type(code) is not str) or (message is not None and type(message) is not str):
+            return None
+    if response is not None:
+        if type(response) is not dict:
+            return None
+        status_code, request_id, body = (
+            response.get("status_code"),
+            response.get("request_id"),
+            response.get("body"),
+        )
+        if type(status_code) is not int or (request_id is not None and type(request_id) is not str):
+            return None
+    return custom_id, error is not None, code, message, status_code, body
+
+
+def _marks(count: int) -> str:
+    return ",".join("?" * count)
 
 
 def _ingest(index: _Index, batch: BatchResults, report: Reconciliation) -> dict[str, Any]:
-    db = index.db
     seen: dict[str, Any] = {
         "batch_id": batch.batch_id,
         "round": batch.round,
@@ -447,56 +542,59 @@ def _ingest(index: _Index, batch: BatchResults, report: Reconciliation) -> dict[
         "output_lines": 0,
         "error_lines": 0,
     }
+    pending: list[tuple[str, tuple[bool, int, int], Outcome, Any, bool]] = []
+    by_model = report.usage_by_model
     for kind, lines in (("output", batch.output_lines), ("error", batch.error_lines)):
+        counted = f"{kind}_lines"
         for number, raw in enumerate(lines or (), 1):
-            if not raw.strip():
+            if not raw or raw.isspace():
                 continue
-            try:
-                line = ResultLine.parse(raw)
-            except ValidationError as exc:
-                report.invalid_lines += 1
-                reason = exc.errors()[0]["msg"] if exc.errors() else str(exc)
-                where = f"batch {batch.batch_id} {kind} line {number}"
-                report.keep_sample(report.invalid_sample, f"{where}: {reason}")
-                continue
-            seen[f"{kind}_lines"] += 1
-            report.result_lines += 1
-            outcome = classify(line, retry_cancelled=batch.retry_cancelled)
-            body = line.response.body if line.response is not None else None
-            usage = Usage.from_body(body)
-            if usage.responses and isinstance(body, Mapping):
-                report.usage.add(usage)
-                model = str(body.get("model") or "")
-                if model not in report.usage_by_model and len(report.usage_by_model) >= _MAX_MODELS:
-                    model = "other"
-                report.usage_by_model.setdefault(model, Usage()).add(usage)
-            success = outcome.status is ResultStatus.SUCCEEDED
-            new_key = (success, batch.round, _RANK[outcome.status.value])
-            old = db.execute(
-                "SELECT success, round, rank FROM results WHERE custom_id=?", (line.custom_id,)
-            ).fetchone()
-            if old is not None and old[1] == batch.round:
-                report.duplicate_results += 1
-            if old is not None and new_key <= tuple(old):
-                continue
-            error = outcome.error_dict()
-            db.execute(
-                "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
+            fields = _quick_result(raw) if isinstance(raw, bytes) else None
+            fast = fields is not None
+            if fields is None:
+                try:
+                    line = ResultLine.parse(raw)
+                except ValidationError as exc:
+                    report.invalid_lines += 1
+                    reason = exc.errors()[0]["msg"] if exc.errors() else str(exc)
+                    where = f"batch {batch.batch_id} {kind} line {number}"
+                    report.keep_sample(report.invalid_sample, f"{where}: {reason}")
+                    continue
+                response, error = line.response, line.error
+                fields = (
                     line.custom_id,
-                    success,
-                    batch.round,
-                    new_key[2],
-                    outcome.status.value,
-                    outcome.retryable,
-                    outcome.code,
-                    batch.batch_id,
-                    None if body is None else _dumps(body),
-                    None if error is None else _dumps(error),
-                ),
+                    error is not None,
+                    None if error is None else error.code,
+                    None if error is None else error.message,
+                    None if response is None else response.status_code,
+                    None if response is None else response.body,
+                )
+            custom_id, has_error, code, message, status_code, body = fields
+            seen[counted] += 1
+            report.result_lines += 1
+            outcome = _classify(has_error, code, message, status_code, body, batch.retry_cancelled)
+            if isinstance(body, Mapping):
+                usage = Usage.from_usage(body.get("usage"))
+                if usage.responses:
+                    report.usage.add(usage)
+                    model = str(body.get("model") or "")
+                    tally = by_model.get(model)
+                    if tally is None:
+                        if len(by_model) >= _MAX_MODELS:
+                            model = "other"
+                        tally = by_model.setdefault(model, Usage())
+                    tally.add(usage)
+            success = outcome.status is ResultStatus.SUCCEEDED
+            pending.append(
+                (custom_id, (success, batch.round, _RANK[outcome.status.value]), outcome, body, fast)
             )
+            if len(pending) >= _BLOCK:
+                _keep_best(index, batch, pending, report)
+                pending = []
+    _keep_best(index, batch, pending, report)
+    sent: list[tuple[str, int, str]] = []
     for number, raw in enumerate(batch.request_lines or (), 1):
-        if not raw.strip():
+        if not raw or raw.isspace():
             continue
         try:
             custom_id = json.loads(raw)["custom_id"]
@@ -506,12 +604,74 @@ def _ingest(index: _Index, batch: BatchResults, report: Reconciliation) -> dict[
                 f"({exc!r}): pass the input lines that batch was created from"
             ) from exc
         if isinstance(custom_id, str):
-            db.execute(
-                "INSERT INTO sent VALUES (?,?,?) ON CONFLICT(custom_id) DO UPDATE SET "
-                "round=excluded.round, batch_id=excluded.batch_id WHERE excluded.round > sent.round",
-                (custom_id, batch.round, batch.batch_id),
-            )
+            sent.append((custom_id, batch.round, batch.batch_id))
+            if len(sent) >= _BLOCK:
+                _record_sent(index, sent)
+                sent = []
+    _record_sent(index, sent)
     return seen
+
+
+def _record_sent(index: _Index, rows: list[tuple[str, int, str]]) -> None:
+    if rows:
+        index.has_sent = True
+        index.db.executemany(
+            "INSERT INTO sent VALUES (?,?,?) ON CONFLICT(custom_id) DO UPDATE SET "
+            "round=excluded.round, batch_id=excluded.batch_id WHERE excluded.round > sent.round",
+            rows,
+        )
+
+
+def _keep_best(
+    index: _Index,
+    batch: BatchResults,
+    pending: list[tuple[str, tuple[bool, int, int], Outcome, Any, bool]],
+    report: Reconciliation,
+) -> None:
+    """Write a block of result lines to the index, each replacing the kept one only when better,
+    judged line by line in file order, as if one at a time."""
+    if not pending:
+        return
+    db = index.db
+    ids = list({p[0]: None for p in pending})
+    kept: dict[str, tuple[Any, ...]] = {}
+    for at in range(0, len(ids), _BLOCK):
+        part = ids[at : at + _BLOCK]
+        for row in db.execute(
+            f"SELECT custom_id, success, round, rank FROM results WHERE custom_id IN ({_marks(len(part))})",
+            part,
+        ):
+            kept[row[0]] = row[1:]
+    best: dict[str, tuple[tuple[bool, int, int], Outcome, Any, bool]] = {}
+    for custom_id, new_key, outcome, body, fast in pending:
+        old = kept.get(custom_id)
+        if old is not None and old[1] == batch.round:
+            report.duplicate_results += 1
+        if old is not None and new_key <= tuple(old):
+            continue
+        kept[custom_id] = new_key
+        best.pop(custom_id, None)  # re-inserted last: the index's row order is replacement order
+        best[custom_id] = (new_key, outcome, body, fast)
+    rows = []  # response and error stored as the JSON bytes results.jsonl embeds
+    for custom_id, (key, outcome, body, fast) in best.items():
+        error = outcome.error_dict()
+        response = None if body is None else _json.dumps(body, fast)
+        rows.append(
+            (
+                custom_id,
+                key[0],
+                key[1],
+                key[2],
+                outcome.status.value,
+                outcome.retryable,
+                outcome.code,
+                batch.batch_id,
+                None if response is None else index.put(response),
+                None if response is None else len(response),
+                None if error is None else _json.dumps(error),
+            )
+        )
+    db.executemany("INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
 
 
 def join_results(
@@ -571,33 +731,76 @@ def _write_joined(
     write: _Buffered,
     retry: _Buffered | None,
 ) -> None:
+    index.flush()
+    block: list[tuple[str, Any, bytes, str | None, bool]] = []
+    for request in _iter_requests(inputs):
+        block.append(request)
+        if len(block) >= _BLOCK:
+            _write_block(index, block, by_id, default, report, write, retry)
+            block = []
+    _write_block(index, block, by_id, default, report, write, retry)
+
+
+def _write_block(
+    index: _Index,
+    block: list[tuple[str, Any, bytes, str | None, bool]],
+    by_id: Mapping[str, BatchResults],
+    default: BatchResults | None,
+    report: Reconciliation,
+    write: _Buffered,
+    retry: _Buffered | None,
+) -> None:
+    """Join a block of input requests (in order): three index queries for the whole block."""
+    if not block:
+        return
     db = index.db
-    for custom_id, body, raw, shard_batch in _iter_requests(inputs):
+    ids = list({request[0]: None for request in block})
+    marks = _marks(len(ids))
+    known = {r[0] for r in db.execute(f"SELECT custom_id FROM inputs WHERE custom_id IN ({marks})", ids)}
+    db.executemany("INSERT INTO inputs VALUES (?)", [(i,) for i in ids if i not in known])
+    rows = {
+        r[0]: r[1:]
+        for r in db.execute(
+            "SELECT custom_id, success, round, status, retryable, code, batch_id, response_at, response_size,"
+            " error "
+            f"FROM results WHERE custom_id IN ({marks})",
+            ids,
+        )
+    }
+    sent: dict[str, tuple[Any, ...]] = {}
+    if index.has_sent:
+        sent = {
+            r[0]: r[1:]
+            for r in db.execute(
+                f"SELECT custom_id, round, batch_id FROM sent WHERE custom_id IN ({marks})", ids
+            )
+        }
+    quoted: dict[str | None, bytes] = {}  # a few batch ids, each quoted once
+    for custom_id, body, raw, shard_batch, fast in block:
         report.total += 1
-        if db.execute("INSERT OR IGNORE INTO inputs VALUES (?)", (custom_id,)).rowcount == 0:
+        if custom_id in known:
             report.duplicate_inputs += 1
             report.keep_sample(report.duplicate_inputs_sample, custom_id)
-        row = db.execute(
-            "SELECT success, round, status, retryable, code, batch_id, response, error "
-            "FROM results WHERE custom_id=?",
-            (custom_id,),
-        ).fetchone()
-        sent = db.execute("SELECT round, batch_id FROM sent WHERE custom_id=?", (custom_id,)).fetchone()
-        if sent is not None:
-            latest_round, latest = sent[0], by_id.get(sent[1])
+        else:
+            known.add(custom_id)
+        row = rows.get(custom_id)
+        sent_row = sent.get(custom_id)
+        if sent_row is not None:
+            latest_round, latest = sent_row[0], by_id.get(sent_row[1])
         else:
             latest_round, latest = 0, by_id.get(shard_batch) if shard_batch else default
         if row is not None and (row[0] or row[1] >= latest_round):
-            status, retryable, code, batch_id, response, error = row[2:]
+            status, retryable, code, batch_id, response_at, response_size, error = row[2:]
+            response = None if response_at is None else index.get(response_at, response_size)
         else:  # absent from the files of the latest batch it was sent to
             outcome = latest.absent_outcome() if latest is not None else _missing_no_batch()
             status, retryable, code = outcome.status.value, outcome.retryable, outcome.code
             batch_id = latest.batch_id if latest is not None else shard_batch
-            response, error = None, _dumps(outcome.error_dict())
+            response, error = None, _json.dumps(outcome.error_dict())
         report.counts[status] += 1
-        if status == "missing":
-            report.keep_sample(report.missing_sample, custom_id)
         if status != "succeeded":
+            if status == "missing":
+                report.keep_sample(report.missing_sample, custom_id)
             report.keep_sample(
                 report.unsuccessful_sample, {"custom_id": custom_id, "status": status, "code": code}
             )
@@ -606,10 +809,27 @@ def _write_joined(
                 report.keep_sample(report.retryable_sample, custom_id)
                 if retry is not None:
                     retry(raw.rstrip(b"\r\n") + b"\n")
+        batch_json = quoted.get(batch_id)
+        if batch_json is None:
+            batch_json = quoted[batch_id] = _json.dumps(batch_id)
         write(
-            f'{{"custom_id":{_dumps(custom_id)},"status":"{status}","request":{_dumps(body)},'
-            f'"response":{response or "null"},"error":{error or "null"},'
-            f'"batch_id":{_dumps(batch_id)}}}\n'.encode()
+            b"".join(
+                (
+                    b'{"custom_id":',
+                    _json.dumps(custom_id),
+                    b',"status":"',
+                    status.encode(),
+                    b'","request":',
+                    _json.dumps(body, fast),
+                    b',"response":',
+                    response or b"null",
+                    b',"error":',
+                    error or b"null",
+                    b',"batch_id":',
+                    batch_json,
+                    b"}\n",
+                )
+            )
         )
 
 
@@ -634,7 +854,7 @@ def iter_retryable_lines(
     :raises ReconciliationError: the two do not line up (another input, or a truncated file).
     """
     results = (r for r in results_lines if r.strip())
-    for number, (custom_id, _body, raw, _batch) in enumerate(_iter_requests(inputs), 1):
+    for number, (custom_id, _body, raw, _batch, _fast) in enumerate(_iter_requests(inputs), 1):
         line = next(results, None)
         if line is None:
             raise ReconciliationError(

@@ -1,8 +1,8 @@
 """``make airflow`` / ``make stop``: a full local Airflow with the emulator and the example DAGs.
 
-    python -m airflow_batch_provider.devstack start [--port 8080] [--profile realistic]
-    python -m airflow_batch_provider.devstack stop
-    python -m airflow_batch_provider.devstack status
+    python -m devtools.devstack start [--port 8080] [--profile realistic]
+    python -m devtools.devstack stop
+    python -m devtools.devstack status
 
 ``start`` runs, in the background and detached from the terminal: the emulator (fake
 model), then ``airflow api-server``, ``scheduler``, ``dag-processor`` and ``triggerer``
@@ -286,7 +286,7 @@ def status(stack: Stack) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m airflow_batch_provider.devstack",
+        prog="python -m devtools.devstack",
         description="A local Airflow with the emulator and the example DAGs.",
     )
     parser.add_argument("command", choices=["start", "stop", "status"])
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         help="emulator timing (default realistic: batches take a little while to watch)",
     )
     args = parser.parse_args(argv)
-    from airflow_batch_provider.demo import find_root
+    from devtools.demo import find_root
 
     stack = Stack(find_root())
     if args.command == "start":

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from airflow_batch_provider.batch_status import BatchStatus
+from airflow_batch_provider.waiting.status import BatchStatus
 
 META_IDENTITY = "airflow_identity"
 META_FINGERPRINT = "airflow_fingerprint"

@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from airflow_batch_provider.batch_file import plural
-from airflow_batch_provider.batch_status import BatchStatus
+from airflow_batch_provider.batch_file.lines import plural
 from airflow_batch_provider.exceptions import (
     BatchAuthError,
     BatchFailedError,
@@ -27,6 +26,7 @@ from airflow_batch_provider.exceptions import (
     BatchServiceError,
     BatchTimeoutError,
 )
+from airflow_batch_provider.waiting.status import BatchStatus
 
 REASON_TIMEOUT = "timeout"
 REASON_POLLING_ERROR = "polling_error"
@@ -132,7 +132,7 @@ def check_batches(
     Used by :func:`resolve_event` and by the sensor in poke/reschedule mode.
     Every batch is judged before raising, so one message covers every shard.
 
-    :param batches: Summaries from :func:`~airflow_batch_provider.batch_status.summarize_batch`.
+    :param batches: Summaries from :func:`~airflow_batch_provider.waiting.status.summarize_batch`.
     :param fail_on_expired: Fail when a batch ended ``expired``.
     :param fail_on_cancelled: Fail when a batch ended ``cancelled``.
     :param shards: The submit manifest's ``shards`` to translate line numbers.

@@ -1,6 +1,6 @@
 """``make demo``: run the example DAGs end to end against a local emulator, no key, no network.
 
-    python -m airflow_batch_provider.demo [--profile fast] [--output demo-output]
+    python -m devtools.demo [--profile fast] [--output demo-output]
 
 1. An Airflow home under ``.demo/airflow`` (sqlite), migrated once per Airflow version.
 2. The emulator (fake backend) in a background process; ``openai_default`` points at it
@@ -207,7 +207,7 @@ def _extras(dag_run: Any, root: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m airflow_batch_provider.demo", description=(__doc__ or "").split("\n")[0]
+        prog="python -m devtools.demo", description=(__doc__ or "").split("\n")[0]
     )
     parser.add_argument(
         "--profile",
