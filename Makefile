@@ -120,10 +120,11 @@ system-test: venv
 # The production topology (tests/stack/topology.py), natively: PostgreSQL, Redis, moto's S3,
 # api-server, scheduler, dag-processor, two triggerers, a Celery worker, with the fan-out,
 # failover, worker-kill, Postgres-restart and example drills (needs the Debian packages
-# postgresql and redis-server). Artifacts stay in /tmp/airflow-batch-provider-stack-test.
+# postgresql and redis-server: scripts/install_stack_packages.sh). Artifacts stay in
+# /tmp/airflow-batch-provider-stack-test; every process it starts ends with it.
 stack-test: venv
 	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev,s3,openlineage,bench,stack]" "apache-airflow==$(AIRFLOW_VERSION)"
-	timeout -k 60 3000 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 \
+	timeout -k 60 3600 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 \
 	  --basetemp=/tmp/airflow-batch-provider-stack-test tests/stack
 
 bench: venv

@@ -7,6 +7,10 @@ an :class:`OpenAIBatchTrigger` waiting for one batch with the operator's default
 (30 s, backing off to 300 s): what a deferred submit task leaves for the triggerer.
 Creating the rows directly spares a thousand task runs on two cores; the triggerer
 treats them exactly as the rows a deferring task writes.
+
+``python -m tests.stack.capacity park RUN_ID`` first marks every ``hold`` instance
+``removed``: a finished state the scheduler does not evaluate, whereas a thousand instances
+waiting on ``tick`` would cost it a second of CPU every loop and distort the measurement.
 """
 
 from __future__ import annotations
@@ -15,7 +19,30 @@ import json
 import sys
 
 
+def park(run_id: str) -> None:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import update
+
+    with create_session() as session:
+        result = session.execute(
+            update(TaskInstance)
+            .where(
+                TaskInstance.dag_id == "stack_capacity",
+                TaskInstance.run_id == run_id,
+                TaskInstance.task_id == "hold",
+            )
+            .values(state=TaskInstanceState.REMOVED)
+            .execution_options(synchronize_session=False)
+        )
+        print(f"parked {result.rowcount} task instances")
+
+
 def main(argv: list[str]) -> None:
+    if argv[0] == "park":
+        park(argv[1])
+        return
     run_id, start, stop, batch_file, conn_id = argv
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.trigger import Trigger

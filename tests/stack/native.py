@@ -22,7 +22,7 @@ from typing import Any
 from airflow_batch_provider.emulator.testing import EmulatorHandle, running_emulator
 from tests.stack import topology
 from tests.stack.services import Daemon, Postgres, moto_s3, redis
-from tests.system.airflow_stack import AirflowStack, free_port
+from tests.system.airflow_stack import AirflowStack, RunRecord, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "dags_examples"
@@ -35,19 +35,35 @@ BUCKET = "batch-results"
 EMULATORS: dict[str, dict[str, Any]] = {
     "main": {"profile": "fast", "requests_per_second": 50, "validation_delay": 8},
     "drill": {"profile": "fast", "requests_per_second": 200, "validation_delay": 30},
+    # The failover drill kills a triggerer while it holds several batches: they stay validating
+    # long enough for that however slowly a loaded machine starts the tasks.
+    "failover": {"profile": "fast", "requests_per_second": 200, "validation_delay": 120},
     # The capacity drill's batches never leave ``validating``: its triggers wait throughout.
     "capacity": {"profile": "fast", "validation_delay": 86400},
 }
-CONNECTIONS = {"openai_default": "main", "openai_drill": "drill", "openai_capacity": "capacity"}
+CONNECTIONS = {
+    "openai_default": "main",
+    "openai_drill": "drill",
+    "openai_failover": "failover",
+    "openai_capacity": "capacity",
+}
 #: The hostname each triggerer's job records (tests.stack.hostname): names its process.
 TRIGGERER_HOSTS = ("127.0.0.1", "localhost")
 
 #: Values the native harness sets for its own purposes (see ``topology.NATIVE_ONLY``).
 NATIVE_SETTINGS = {
-    "AIRFLOW__CORE__PARALLELISM": "64",
+    # Executor slots (queued + running; a deferred task holds none): the worker's eight and as
+    # many waiting in Redis. More only queues tasks in Redis, where a loaded machine leaves them
+    # past task_queued_timeout (then Airflow requeues and finally fails them), while tasks
+    # resuming from the triggerer wait behind them.
+    "AIRFLOW__CORE__PARALLELISM": "16",
     "AIRFLOW__CELERY__WORKER_CONCURRENCY": "8",
-    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+    # A killed worker's task is retried after this; a starved supervisor must not cross it.
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
     "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
+    # Every DAG file is in place when the stack starts: parse each at start, then every 10 min
+    # (Airflow's 30 s re-parses six files 12 times a minute, a sixth of a core here).
+    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
     # Eight task processes and the drills share one api-server worker on two busy cores.
     "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
     # Importing a DAG file takes 30 s and more when two cores run ten task processes.
@@ -136,6 +152,28 @@ class NativeStack:
         parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
         return all((data.get(p) or {}).get("status") == "healthy" for p in parts)
 
+    def wait_for_run(self, dag_id: str, run_id: str, *, timeout: float, interval: float = 5.0) -> RunRecord:
+        """Wait for a run to end, polling only its state; then read its task instances once.
+
+        Polling every task instance of a hundred-task run (as :meth:`AirflowStack.wait_for_run`
+        does for its timeline) would keep the one api-server worker busy that the tasks need.
+        """
+
+        def ended() -> str | None:
+            state = str(self.airflow.dag_run(dag_id, run_id)["state"])
+            return state if state in ("success", "failed") else None
+
+        try:
+            state = wait_until(ended, timeout=timeout, interval=interval, message=f"run {dag_id}/{run_id}")
+        except TimeoutError as err:
+            counts: dict[tuple[str, str | None], int] = {}
+            for ti in self.airflow.task_instances(dag_id, run_id):
+                key = (ti["task_id"], ti["state"])
+                counts[key] = counts.get(key, 0) + 1
+            tail = self.airflow.service_log_tail("scheduler")
+            raise TimeoutError(f"{err}; task states {counts}\nscheduler log tail:\n{tail}") from None
+        return RunRecord(dag_id, run_id, state, self.airflow.task_instances(dag_id, run_id))
+
     def kill_worker(self) -> None:
         self.airflow.kill_service("celery-worker", signal.SIGKILL)
 
@@ -193,7 +231,7 @@ def airflow_stack(
         conn_id: {"conn_type": "openai", "host": emulators[name].base_url, "password": secret_key}
         for conn_id, name in CONNECTIONS.items()
     }
-    services = topology.airflow_services()
+    services = topology.airflow_services(native=True)
     # Each triggerer serves its logs on a port of its own (one host here, one container each in compose).
     triggerers = [name for name in services if name.startswith("triggerer")]
     service_env = {
@@ -204,6 +242,10 @@ def airflow_stack(
         }
         for i, name in enumerate(triggerers)
     }
+    # Task processes fork from the worker: it imports the provider once for all of them.
+    service_env["celery-worker"] = {
+        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "tests.stack.celery_preload.CONFIG",
+    }
     return AirflowStack(
         root,
         dags_folder=dags,
@@ -213,6 +255,7 @@ def airflow_stack(
         services=services,
         service_env=service_env,
         database_url=database_url,
+        sample_triggers=False,  # the drills watch the trigger table themselves (tests.stack.watch)
     )
 
 

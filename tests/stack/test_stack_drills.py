@@ -54,19 +54,20 @@ def _write_inputs(folder: Path, n: int) -> Path:
 class Fanout:
     """One run of ``stack_fanout`` with ``n`` mapped submit tasks on the ``drill`` emulator."""
 
-    def __init__(self, stack: NativeStack, name: str, n: int) -> None:
+    def __init__(self, stack: NativeStack, name: str, n: int, emulator: str = "drill") -> None:
         self.stack, self.n = stack, n
-        self.emulator: EmulatorHandle = stack.emulators["drill"]
+        self.emulator: EmulatorHandle = stack.emulators[emulator]
         self.destination = stack.root / "landed" / name
         inputs = _write_inputs(stack.root / "inputs" / name, n)
         self.before = self.emulator.stats()
         self.run_id = stack.airflow.trigger(
             FANOUT,
-            {"input_dir": str(inputs), "destination": str(self.destination), "conn_id": "openai_drill"},
+            {"input_dir": str(inputs), "destination": str(self.destination), "conn_id": f"openai_{emulator}"},
         )
 
-    def wait(self, timeout: float = 1500) -> RunRecord:
-        return self.stack.airflow.wait_for_run(FANOUT, self.run_id, timeout=timeout, interval=2.0)
+    def wait(self, timeout: float = 2400) -> RunRecord:
+        """Wait for the run: ``timeout`` only bounds a failure (two shared cores run it slowly)."""
+        return self.stack.wait_for_run(FANOUT, self.run_id, timeout=timeout)
 
     def check(self, record: RunRecord) -> int:
         """Nothing lost, nothing paid twice; returns the batches the emulator created."""
@@ -98,12 +99,12 @@ def _deferred(stack: NativeStack, run_id: str) -> int:
     return int(count)
 
 
-@pytest.mark.timeout(2400)
+@pytest.mark.timeout(3000)
 def test_drill1_100_deferred_tasks_spread_over_both_triggerers(stack: NativeStack) -> None:
     started = time.monotonic()
     with TriggerWatch(stack.airflow) as seen:
         fanout = Fanout(stack, "fanout", TASKS)
-        record_ = fanout.wait(timeout=1100)
+        record_ = fanout.wait()
     created = fanout.check(record_)
     jobs = stack.triggerer_jobs()
     held = {f"{jobs.get(job, '?')} (job {job})": count for job, count in seen.held.items()}
@@ -121,10 +122,16 @@ def test_drill1_100_deferred_tasks_spread_over_both_triggerers(stack: NativeStac
     )
 
 
-@pytest.mark.timeout(1800)
+#: How many deferred batches the failover drill waits for one triggerer to hold before killing it.
+HELD_AT_KILL = max(3, SMALL // 5)
+
+
+@pytest.mark.timeout(3000)
 def test_drill2_sigkill_a_triggerer_its_triggers_move_to_the_other(stack: NativeStack) -> None:
     with TriggerWatch(stack.airflow) as seen:
-        fanout = Fanout(stack, "failover", SMALL)
+        # The failover emulator keeps batches validating for 2 min: the triggerers hold them
+        # long enough for one to gather several, however slowly a loaded machine starts tasks.
+        fanout = Fanout(stack, "failover", SMALL, emulator="failover")
 
         def loaded() -> tuple[int, set[int]] | None:
             rows = stack.airflow.query(
@@ -137,10 +144,10 @@ def test_drill2_sigkill_a_triggerer_its_triggers_move_to_the_other(stack: Native
             if not by_job:
                 return None
             job, ids = max(by_job.items(), key=lambda item: len(item[1]))
-            return (job, ids) if len(ids) >= SMALL // 4 else None
+            return (job, ids) if len(ids) >= HELD_AT_KILL else None
 
         victim_job, victim_triggers = wait_until(
-            loaded, timeout=600, interval=0.3, message=f"a triggerer holding {SMALL // 4} deferred batches"
+            loaded, timeout=1200, interval=0.5, message=f"a triggerer holding {HELD_AT_KILL} deferred batches"
         )
         victim = stack.triggerer_jobs()[victim_job]
         stack.airflow.kill_service(victim, signal.SIGKILL)
@@ -151,7 +158,8 @@ def test_drill2_sigkill_a_triggerer_its_triggers_move_to_the_other(stack: Native
             left = [(t, j) for t, j in rows if t in victim_triggers]
             return all(j is not None and j != victim_job for _t, j in left)
 
-        wait_until(moved, timeout=120, interval=0.3, message=f"the triggers of {victim} to move")
+        # The window is 10 s; the bound only fails a drill that never moves them.
+        wait_until(moved, timeout=300, interval=0.3, message=f"the triggers of {victim} to move")
         recovery = time.monotonic() - killed_at
         stack.airflow.start_service(victim)  # back to two for the next drills
         record_ = fanout.wait()
@@ -188,12 +196,12 @@ def test_drill3_celery_worker_killed_after_create_the_retry_reattaches(stack: Na
         },
     )
     with TriggerWatch(stack.airflow) as seen:
-        wait_until(marker.exists, timeout=300, interval=0.3, message="the kill point after create_batch")
+        wait_until(marker.exists, timeout=900, interval=0.3, message="the kill point after create_batch")
         killed_batch = marker.read_text().strip()
         stack.kill_worker()
         killed_at = time.monotonic()
         stack.airflow.start_service("celery-worker")
-        record_ = stack.airflow.wait_for_run(drills.DRILL_DAG, run_id, timeout=600, interval=1.0)
+        record_ = stack.airflow.wait_for_run(drills.DRILL_DAG, run_id, timeout=1200, interval=2.0)
         recovery = time.monotonic() - killed_at
     assert record_.state == "success", [(t["task_id"], t["state"]) for t in record_.task_instances]
     assert record_.ti("submit")["try_number"] >= 2, record_.ti("submit")
@@ -217,13 +225,13 @@ def test_drill3_celery_worker_killed_after_create_the_retry_reattaches(stack: Na
     )
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3000)
 def test_drill4_postgres_restarted_mid_run_tasks_and_triggers_resume(stack: NativeStack) -> None:
     with TriggerWatch(stack.airflow) as seen:
-        fanout = Fanout(stack, "postgres_restart", SMALL)
+        fanout = Fanout(stack, "postgres_restart", SMALL, emulator="failover")
         wait_until(
-            lambda: _deferred(stack, fanout.run_id) >= SMALL // 4,
-            timeout=600,
+            lambda: _deferred(stack, fanout.run_id) >= HELD_AT_KILL,
+            timeout=1200,
             interval=0.5,
             message="deferred tasks",
         )
@@ -277,7 +285,7 @@ def _s3_lines(stack: NativeStack, uri: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in body.splitlines() if line.strip()]
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3000)
 def test_drill5_example_dags_land_on_s3(stack: NativeStack) -> None:
     emulator = stack.emulators["main"]
     before = emulator.stats()
@@ -301,8 +309,7 @@ def test_drill5_example_dags_land_on_s3(stack: NativeStack) -> None:
 
         run_ids = wait_until(runs, timeout=1500, interval=2.0, message="a run of every example DAG")
         records = {
-            dag_id: stack.airflow.wait_for_run(dag_id, run_id, timeout=1500, interval=2.0)
-            for dag_id, run_id in run_ids.items()
+            dag_id: stack.wait_for_run(dag_id, run_id, timeout=1800) for dag_id, run_id in run_ids.items()
         }
     for dag_id, rec in records.items():
         assert rec.state == "success", (dag_id, [(t["task_id"], t["state"]) for t in rec.task_instances])

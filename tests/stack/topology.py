@@ -85,7 +85,7 @@ PER_DEPLOYMENT: frozenset[str] = frozenset(
 #: Settings only the native harness sets: ports and secrets of a throwaway deployment,
 #: faster timers for the drills, and runs triggered by the tests only.
 NATIVE_ONLY: dict[str, str] = {
-    "AIRFLOW__CORE__PARALLELISM": "scheduler-wide slots, sized for the drills",
+    "AIRFLOW__CORE__PARALLELISM": "executor slots: the worker's and as many waiting in Redis",
     "AIRFLOW__CORE__FERNET_KEY": "a fresh key per run (compose: unset, the image generates one)",
     "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": "a known random admin password",
     "AIRFLOW__API__SECRET_KEY": "random per run",
@@ -93,16 +93,17 @@ NATIVE_ONLY: dict[str, str] = {
     "AIRFLOW__API__HOST": "127.0.0.1 only",
     "AIRFLOW__API__WORKERS": "one api-server worker on two cores",
     "AIRFLOW__API__BASE_URL": "the free port",
-    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "a free port",
-    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": "a free port per triggerer",
+    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "a free port (no log server runs: NATIVE_ARGS)",
+    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": "a free port each (no log server runs: NATIVE_ARGS)",
     "AIRFLOW__CORE__HOSTNAME_CALLABLE": "triggerers on one host: tests.stack.hostname tells them apart",
     "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "on (Airflow's default): the examples run on schedules",
     "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "only runs the tests trigger",
     "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "two shared cores queue slowly",
-    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "a killed worker's task retries after 30 s",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "a killed worker's task retries after 60 s",
     "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "new DAG files seen in seconds",
     "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "less parsing on two cores",
     "AIRFLOW__CELERY__WORKER_CONCURRENCY": "sized for two cores",
+    "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "the worker imports the provider once (celery_preload)",
     "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "one api-server worker on two busy cores answers slowly",
     "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "a DAG import takes over 30 s on two busy cores",
     "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "the same, in the dag-processor",
@@ -110,17 +111,32 @@ NATIVE_ONLY: dict[str, str] = {
 }
 
 
-def airflow_services() -> dict[str, tuple[str, ...]]:
-    """``{process name: argv after "airflow"}``: one entry per replica (``triggerer-1``, ``-2``)."""
+#: Arguments only the native stack adds to a service's command, and why. Airflow's log servers
+#: (``serve-logs``, started by the worker and each triggerer) listen on every interface and
+#: take no host setting; natively all services share one host and one log folder, so the
+#: api-server reads the log files directly and the native stack runs no log server (it binds
+#: 127.0.0.1 only). In compose each container serves its own logs on the compose network.
+NATIVE_ARGS: dict[str, tuple[str, ...]] = {
+    "triggerer": ("--skip-serve-logs",),
+    "celery-worker": ("--skip-serve-logs",),
+}
+
+
+def airflow_services(*, native: bool = False) -> dict[str, tuple[str, ...]]:
+    """``{process name: argv after "airflow"}``: one entry per replica (``triggerer-1``, ``-2``).
+
+    :param native: with the arguments of :data:`NATIVE_ARGS`.
+    """
     out: dict[str, tuple[str, ...]] = {}
     for name, service in SERVICES.items():
         if not service.command:
             continue
+        argv = (*service.command, *NATIVE_ARGS.get(name, ())) if native else service.command
         if service.replicas == 1:
-            out[name] = service.command
+            out[name] = argv
         else:
             for i in range(1, service.replicas + 1):
-                out[f"{name}-{i}"] = service.command
+                out[f"{name}-{i}"] = argv
     return out
 
 

@@ -15,7 +15,7 @@ from tests.system.airflow_stack import AirflowStack
 
 
 class TriggerWatch:
-    """Samples the trigger table (every 0.3 s) in a thread while a drill runs.
+    """Samples the trigger table (every second) in a thread while a drill runs.
 
     ``held``: the most triggers each triggerer job held at once; ``assignments``: every
     (trigger id, triggerer job) pair seen; ``snapshots``: ``(time, {job: count})``.
@@ -52,7 +52,7 @@ class TriggerWatch:
         return dict(counts)
 
     def _run(self) -> None:
-        while not self._stop.wait(0.3):
+        while not self._stop.wait(1.0):
             with contextlib.suppress(Exception):  # the DB may be restarting: sample again
                 self.sample()
 

@@ -131,6 +131,8 @@ class AirflowStack:
         of :data:`SERVICES`, one each); e.g. two triggerers and ``celery worker``.
     :param service_env: more environment for one service only (e.g. each triggerer's log port).
     :param database_url: SQLAlchemy URL of the metadata DB (default: SQLite in ``AIRFLOW_HOME``).
+    :param sample_triggers: keep a copy of every trigger row in :attr:`trigger_samples` (a thread
+        reading and decrypting the trigger table every 0.3 s).
     """
 
     def __init__(
@@ -144,6 +146,7 @@ class AirflowStack:
         services: Mapping[str, Sequence[str]] | None = None,
         service_env: Mapping[str, Mapping[str, str]] | None = None,
         database_url: str | None = None,
+        sample_triggers: bool = True,
     ) -> None:
         self.root = Path(root)
         self.home = self.root / "airflow_home"
@@ -166,6 +169,7 @@ class AirflowStack:
         self._client = httpx.Client(base_url=self.base_url, timeout=30)
         self._sampler: threading.Thread | None = None
         self._sampling = threading.Event()
+        self.sample_triggers = sample_triggers
         #: every trigger row seen while the stack ran, by (trigger id, triggerer id, kwargs text):
         #: SQLite reuses the id of a deleted row, so the id alone does not name one trigger.
         self.trigger_samples: dict[tuple[int, int | None, str], dict[str, Any]] = {}
@@ -236,7 +240,8 @@ class AirflowStack:
             self.start_service(name)
         remaining = timeout - (time.monotonic() - started)
         self.wait_healthy(timeout=max(remaining, 30.0))
-        self._start_sampler()
+        if self.sample_triggers:
+            self._start_sampler()
         return self
 
     def _migrate(self, timeout: float) -> None:
@@ -391,8 +396,18 @@ class AirflowStack:
         return dict(self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        data = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
-        return list(data["task_instances"])
+        """Every task instance of the run (the API pages them: at most 100 an answer)."""
+        out: list[dict[str, Any]] = []
+        while True:
+            data = self.api(
+                "GET",
+                f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                params={"limit": 100, "offset": len(out), "order_by": "id"},
+            )
+            page = list(data["task_instances"])
+            out.extend(page)
+            if not page or len(out) >= int(data["total_entries"]):
+                return out
 
     def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
         return dict(self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"))

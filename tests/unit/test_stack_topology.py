@@ -67,9 +67,18 @@ def test_compose_sets_the_topology_settings(compose: dict[str, Any]) -> None:
 
 
 def test_native_stack_runs_the_topology_services(native_stack: Any) -> None:
-    assert native_stack.services == {k: list(v) for k, v in topology.airflow_services().items()}
+    assert set(native_stack.services) == set(topology.airflow_services())
+    for name, argv in topology.airflow_services().items():
+        assert native_stack.services[name][: len(argv)] == list(argv), name
     assert sum(name.startswith("triggerer") for name in native_stack.services) == 2
-    assert native_stack.services["celery-worker"] == ["celery", "worker"]
+    assert native_stack.services["celery-worker"][:2] == ["celery", "worker"]
+
+
+def test_native_services_run_no_log_server_listening_beyond_localhost(native_stack: Any) -> None:
+    # Airflow's serve-logs binds every interface: the worker and the triggerers skip it.
+    for name, argv in native_stack.services.items():
+        if name.startswith("triggerer") or name == "celery-worker":
+            assert "--skip-serve-logs" in argv, name
     non_airflow = {name for name, s in topology.SERVICES.items() if not s.command}
     assert non_airflow == {"postgres", "redis", "emulator", "s3"}  # started by tests/stack/native.py
 
