@@ -21,18 +21,13 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
 from airflow_batch_provider.batch_file.estimate import check_budget, estimate_file, parse_budget
-from airflow_batch_provider.batch_file.lines import (
-    ShardLimits,
-    iter_lines,
-    iter_shard_lines,
-    plan_shards,
-    validate_file,
-)
+from airflow_batch_provider.batch_file.lines import ShardLimits, iter_lines
 from airflow_batch_provider.exceptions import BatchFileError, BatchProviderError, ReconciliationError
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
 from airflow_batch_provider.lineage import asset_extra, emit_asset_events, fetch_lineage
@@ -49,17 +44,8 @@ from airflow_batch_provider.storage import (
     public_uri,
     write_atomically,
 )
-from airflow_batch_provider.submission.identity import (
-    META_IDENTITY,
-    Identity,
-    batch_metadata,
-    deadline_from,
-    input_fingerprint,
-    legacy_fingerprints,
-    plan_submission,
-    run_horizon,
-    upload_filename,
-)
+from airflow_batch_provider.submission.identity import deadline_from, run_horizon, task_identity
+from airflow_batch_provider.submission.service import prepare_input, submit_shards
 from airflow_batch_provider.waiting.outcome import ERROR_REASONS
 from airflow_batch_provider.waiting.status import BatchStatus, summarize_batch
 
@@ -70,8 +56,6 @@ if TYPE_CHECKING:
 #: XCom key of the fetch's state while it waits (ids, sizes and checksums; never results).
 STATE_XCOM_KEY = "fetch_state"
 _CHUNK = 1024 * 1024
-# Validating resubmitted requests must not reject them for filling more than one batch.
-_UNSHARDED = ShardLimits(max_requests=2**62, max_bytes=2**62, max_embedding_inputs=2**62)
 
 
 class OpenAIBatchFetchOperator(BaseOperator):
@@ -420,84 +404,37 @@ class OpenAIBatchFetchOperator(BaseOperator):
         round_no = len(state["rounds"])
         first = state["rounds"][0]["batches"]
         declared = state["source"].get("endpoint") or first[0].get("endpoint")
-        limits = ShardLimits()
+        path = Path(retry_path)
         # The original lines again: their url is the batch's endpoint as Azure OpenAI wants it
         # spelled (it compares strings); the canonical form goes into the fingerprint.
-        report = validate_file(
-            retry_path, endpoint=declared, limits=_UNSHARDED, allow_unversioned_urls=hook.settings.azure
-        )
-        if not report.ok:
-            raise BatchFileError(
+        prepared = prepare_input(
+            path,
+            endpoint=declared,
+            limits=ShardLimits(),
+            allow_unversioned_urls=hook.settings.azure,
+            invalid=lambda report: (
                 f"The requests to resubmit (round {round_no}) do not validate for connection "
                 f"{state['conn_id']!r}, so nothing was resubmitted. Were they submitted through another "
-                f"kind of connection (Azure OpenAI or not)?\n{report.format()}",
-                report=report,
-            )
-        endpoint, line_url = report.endpoint, report.url
-        assert endpoint and line_url, "a valid report always knows its endpoint"
-        with open(retry_path, "rb") as handle:
-            shards = plan_shards(iter_lines(handle), limits)
-        fingerprint = input_fingerprint(report.sha256, endpoint, limits)
-        legacy = legacy_fingerprints(report.sha256, declared, limits)  # a retry spanning an upgrade
+                f"kind of connection (Azure OpenAI or not)?\n{report.format()}"
+            ),
+        )
         estimate = estimate_file(
-            retry_path,
+            path,
             default_output_tokens=(state["source"].get("estimate") or {}).get("default_output_tokens"),
             prices=self.prices,
-            shards=shards,
+            shards=prepared.shards,
         )
         self.log.info("Round %d estimate: %s", round_no, estimate.summary())
         check_budget(estimate, parse_budget(self.max_cost_usd), what=f"resubmission round {round_no}")
-        ti = context["ti"]
-        identity = Identity(
-            ti.dag_id,
-            f"{ti.task_id}.resubmit-{round_no}",
-            ti.run_id,
-            ti.map_index if ti.map_index is not None else -1,
+        created = submit_shards(
+            hook,
+            path,
+            prepared,
+            task_identity(context["ti"], part=f"resubmit-{round_no}"),
+            horizon=run_horizon(context),
+            metadata={"airflow_round": str(round_no)},
+            log=self.log,
         )
-        sizes = [s.byte_count for s in shards]
-        horizon = run_horizon(context)
-        found = hook.find_batches({META_IDENTITY: identity.key}, created_after=horizon)
-        plan = plan_submission(
-            identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found, legacy=legacy
-        )
-        if plan.to_create:
-            files = list(hook.iter_files(purpose="batch", created_after=horizon))
-            plan = plan_submission(
-                identity=identity.key,
-                fingerprint=fingerprint,
-                shard_sizes=sizes,
-                batches=found,
-                files=files,
-                legacy=legacy,
-            )
-        for batch in [*plan.duplicate_batches, *plan.stale_batches]:
-            self.log.warning(
-                "Cancelling batch %s: a duplicate or stale resubmission of round %d", batch.id, round_no
-            )
-            hook.cancel_batch(batch.id)
-        created = []
-        for action in plan.actions:
-            if action.batch is not None:
-                self.log.info(
-                    "Round %d: re-attached to batch %s (%s)", round_no, action.batch.id, action.batch.status
-                )
-                created.append(action.batch)
-                continue
-            file_id = action.file_id
-            if not file_id:
-                shard = shards[action.index]
-                name = upload_filename(identity.key, fingerprint, action.index, len(shards))
-                with open(retry_path, "rb") as handle:
-                    file_id = hook.upload_file(iter_shard_lines(iter_lines(handle), shard), filename=name).id
-            metadata = batch_metadata(
-                identity, fingerprint, action.index, len(shards), {"airflow_round": str(round_no)}
-            )
-            created.append(hook.create_batch(file_id, line_url, metadata=metadata))
-        for file_id in plan.orphan_file_ids:
-            try:
-                hook.delete_file(file_id)
-            except Exception as err:
-                self.log.warning("Could not delete unused upload %s: %s", file_id, err)
         summaries = [summarize_batch(b) for b in created]
         self.log.info(
             "Round %d: resubmitted %d request(s) as %s",
@@ -509,7 +446,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
             "round": round_no,
             "batch_ids": [s["id"] for s in summaries],
             "resubmitted": count,
-            "fingerprint": fingerprint,
+            "fingerprint": prepared.fingerprint,
             "estimate": fm.round_estimate(estimate.to_dict()),
             "summaries": summaries,
         }
@@ -533,13 +470,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
         )
         manifest = fm.build_manifest(
             source={**state["source"], "conn_id": state["conn_id"], "model": model},
-            identity={
-                "dag_id": ti.dag_id,
-                "task_id": ti.task_id,
-                "run_id": ti.run_id,
-                "map_index": ti.map_index if ti.map_index is not None else -1,
-                "try_number": getattr(ti, "try_number", None),
-            },
+            identity={**task_identity(ti).to_dict(), "try_number": getattr(ti, "try_number", None)},
             destination=state["destination"],
             rounds=state["rounds"],
             landed=state["landed"],

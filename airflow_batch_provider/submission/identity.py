@@ -101,6 +101,17 @@ class Identity:
         }
 
 
+def task_identity(ti: Any, *, part: str | None = None) -> Identity:
+    """The identity of a task instance (``context["ti"]``).
+
+    :param part: Names a part of the task with batches of its own, e.g. ``"resubmit-1"``
+        for the fetch's first resubmission round (``<task_id>.<part>``).
+    """
+    map_index = getattr(ti, "map_index", None)
+    task_id = ti.task_id if part is None else f"{ti.task_id}.{part}"
+    return Identity(ti.dag_id, task_id, ti.run_id, -1 if map_index is None else map_index)
+
+
 def identity_key(dag_id: str, task_id: str, run_id: str, map_index: int | None = -1) -> str:
     """Return the identity key of a task instance (never includes the try number).
 
