@@ -17,7 +17,6 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from email.utils import parsedate_to_datetime
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -51,13 +50,13 @@ from airflow_batch_provider.storage import (
     write_atomically,
 )
 from airflow_batch_provider.waiting.status import BatchStatus
+from airflow_batch_provider.waiting.transient import is_transient_status, retry_after
 
 if TYPE_CHECKING:
     from openai.types import Batch, FileObject
 
 __all__ = ["OpenAIBatchHook", "close_async_clients"]
 
-_MAX_RETRY_AFTER = 60.0
 _CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-")
 
 
@@ -116,9 +115,7 @@ def _is_transient(err: BaseException) -> bool:
     if isinstance(err, openai.APIConnectionError):
         return True
     if isinstance(err, openai.APIStatusError):
-        if err.status_code == 429 and err.code == "insufficient_quota":
-            return False
-        return err.status_code in (408, 409, 429) or err.status_code >= 500
+        return is_transient_status(err.status_code, err.code)
     return False
 
 
@@ -134,19 +131,9 @@ def is_transient_error(err: BaseException) -> bool:
 
 def _retry_delay(err: BaseException, attempt: int) -> float:
     """Seconds before the next attempt: the server's Retry-After if it gave one, else backoff."""
-    response = getattr(err, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    with contextlib.suppress(TypeError, ValueError):
-        if headers.get("retry-after-ms"):
-            return min(float(headers["retry-after-ms"]) / 1000, _MAX_RETRY_AFTER)
-    value = headers.get("retry-after")
-    if value:
-        try:
-            return min(max(float(value), 0.0), _MAX_RETRY_AFTER)
-        except ValueError:
-            with contextlib.suppress(TypeError, ValueError):
-                delay = parsedate_to_datetime(value).timestamp() - time.time()
-                return min(max(delay, 0.0), _MAX_RETRY_AFTER)
+    asked = retry_after(err)
+    if asked is not None:
+        return asked
     return min(0.5 * 2**attempt, 8.0) * (1 - 0.25 * random.random())
 
 

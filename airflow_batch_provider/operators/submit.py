@@ -51,7 +51,9 @@ from airflow_batch_provider.submission.service import (
     submit_shards,
 )
 from airflow_batch_provider.waiting.outcome import resolve_event, totals
+from airflow_batch_provider.waiting.policy import WaitPolicy
 from airflow_batch_provider.waiting.status import BatchStatus, summarize_batch
+from airflow_batch_provider.waiting.transient import retry_after
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
@@ -411,15 +413,24 @@ class OpenAIBatchSubmitOperator(BaseOperator):
     def _wait_sync(
         self, hook: OpenAIBatchHook, batch_ids: Sequence[str], deadline: float | None
     ) -> dict[str, Any]:
-        """Poll in the worker until every batch is terminal; return an event shaped like the trigger's."""
+        """Poll in the worker until every batch is terminal; return an event shaped like the trigger's.
+
+        The trigger's :class:`~airflow_batch_provider.waiting.policy.WaitPolicy` decides the delays.
+        """
         latest: dict[str, dict[str, Any]] = {}
-        interval, errors, seen = self.poll_interval, 0, None
+        policy = WaitPolicy(
+            self.poll_interval,
+            self.max_poll_interval,
+            max_transient_errors=self.max_transient_errors,
+            deadline=deadline,
+        )
+        seen = None
         while True:
+            failure: BaseException | None = None
             try:
                 for batch_id in batch_ids:
                     if batch_id not in latest or not BatchStatus.is_terminal(latest[batch_id]["status"]):
                         latest[batch_id] = summarize_batch(hook.get_batch(batch_id))
-                errors = 0
             except BatchAuthError as err:
                 return _error_event("auth", str(err), latest)
             except BatchNotFoundError as err:
@@ -427,38 +438,44 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             except Exception as err:
                 if not is_transient_error(err):  # a 400 or a bug: polling again will not fix it
                     raise
+                failure = err
+            delay: float | None = None
+            if failure is not None:
                 # Transient: the hook already retried with backoff; tolerate a few more rounds.
-                errors += 1
-                self.log.warning("Polling failed (%d/%d): %s", errors, self.max_transient_errors, err)
-                if errors > self.max_transient_errors:
-                    return _error_event("polling_error", f"polling kept failing: {err}", latest)
+                delay = policy.after_transient_error(retry_after(failure))
+                self.log.warning(
+                    "Polling failed (%d/%d): %s", policy.failed_rounds, self.max_transient_errors, failure
+                )
+                if delay is None:
+                    return _error_event("polling_error", f"polling kept failing: {failure}", latest)
             summaries = [latest[b] for b in batch_ids if b in latest]
             if len(summaries) == len(batch_ids) and all(
                 BatchStatus.is_terminal(s["status"]) for s in summaries
             ):
                 return {"status": "success", "batches": summaries}
-            progress = (sorted((s["id"], s["status"]) for s in summaries), totals(summaries))
-            if progress != seen:
-                seen, interval = progress, self.poll_interval
-                counts = progress[1]
-                self.log.info(
-                    "Waiting for %s: %s; %d completed, %d failed of %d requests",
-                    plural(len(batch_ids), "batch", "batches"),
-                    ", ".join(f"{b}={s}" for b, s in progress[0]),
-                    counts["completed"],
-                    counts["failed"],
-                    counts["total"],
-                )
-            else:
-                interval = min(interval * 1.5, self.max_poll_interval)
+            if delay is None:  # answered
+                progress = (sorted((s["id"], s["status"]) for s in summaries), totals(summaries))
+                changed = progress != seen
+                if changed:
+                    seen = progress
+                    counts = progress[1]
+                    self.log.info(
+                        "Waiting for %s: %s; %d completed, %d failed of %d requests",
+                        plural(len(batch_ids), "batch", "batches"),
+                        ", ".join(f"{b}={s}" for b, s in progress[0]),
+                        counts["completed"],
+                        counts["failed"],
+                        counts["total"],
+                    )
+                delay = policy.after_poll(changed=changed)
             now = time.time()
-            if deadline is not None and now >= deadline:
+            if policy.expired(now):
                 return _error_event(
                     "timeout",
                     f"the wall-clock budget of {self.timeout}s ended before every batch finished",
                     latest,
                 )
-            time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - now)))
+            time.sleep(policy.sleep_for(policy.jittered(delay), now))
 
     def _complete(self, manifest: dict[str, Any], event: dict[str, Any] | None) -> dict[str, Any]:
         try:

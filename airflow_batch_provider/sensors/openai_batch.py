@@ -22,7 +22,9 @@ from airflow_batch_provider.results.manifest import normalize_batches
 from airflow_batch_provider.storage import public_uri
 from airflow_batch_provider.triggers.openai_batch import DEADLINE_GRACE, OpenAIBatchTrigger
 from airflow_batch_provider.waiting.outcome import check_batches, resolve_event, totals
+from airflow_batch_provider.waiting.policy import WaitPolicy
 from airflow_batch_provider.waiting.status import BatchStatus, summarize_batch
+from airflow_batch_provider.waiting.transient import retry_after
 
 try:
     from airflow.sdk.configuration import conf
@@ -188,8 +190,10 @@ class OpenAIBatchSensor(BaseSensorOperator):
                 if not is_transient_error(exc):  # e.g. no quota left: waiting will not fix it
                     raise
                 # The hook already retried; more failed pokes in a row are tolerated up to the cap.
-                self._transient_errors = self._count_transient_error(context)
-                if self._transient_errors > self.max_transient_errors:
+                policy = self._wait_policy(failed_rounds=self._count_transient_error(context) - 1)
+                delay = policy.after_transient_error(retry_after(exc))
+                self._transient_errors = policy.failed_rounds
+                if delay is None:
                     raise
                 self.log.warning(
                     "Reading the batches failed (%d/%d in a row), trying again next poke: %s",
@@ -200,8 +204,8 @@ class OpenAIBatchSensor(BaseSensorOperator):
                 if not (self.reschedule and context.get("task_state_store") is None):
                     return False
                 # Reschedule mode without a task state store (Airflow < 3.3) cannot carry the
-                # count to the next run: keep the streak in this run instead.
-                time.sleep(self.poke_interval)
+                # count to the next run: keep the streak in this run, waiting as the policy says.
+                time.sleep(policy.jittered(delay))
         self._transient_errors = 0
         pending = [s for s in summaries if not BatchStatus.is_terminal(s["status"])]
         t = totals(summaries)
@@ -217,6 +221,15 @@ class OpenAIBatchSensor(BaseSensorOperator):
         if pending:
             return False
         return PokeReturnValue(is_done=True, xcom_value=self._result(source, self._check(source, summaries)))
+
+    def _wait_policy(self, failed_rounds: int = 0) -> WaitPolicy:
+        """The trigger's wait policy, for the pokes (their interval is Airflow's ``poke_interval``)."""
+        return WaitPolicy(
+            self.poke_interval,
+            self.max_poll_interval,
+            max_transient_errors=self.max_transient_errors,
+            failed_rounds=failed_rounds,
+        )
 
     def _count_transient_error(self, context: Context) -> int:
         """This failed poke's place in the current run of failures, counted across reschedules.
