@@ -468,7 +468,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
         model = state["source"].get("model") or next(
             (b.get("model") for r in state["rounds"] for b in r.get("batches") or () if b.get("model")), None
         )
-        manifest = fm.build_manifest(
+        manifest = fm.build_fetch_manifest(
             source={**state["source"], "conn_id": state["conn_id"], "model": model},
             identity={**task_identity(ti).to_dict(), "try_number": getattr(ti, "try_number", None)},
             destination=state["destination"],

@@ -39,7 +39,7 @@ from airflow_batch_provider.lineage import submit_lineage
 from airflow_batch_provider.links import batch_links, persist_batch_links, persist_failure
 from airflow_batch_provider.submission.identity import (
     batch_metadata,
-    build_manifest,
+    build_submit_manifest,
     deadline_from,
     run_horizon,
     task_identity,
@@ -286,7 +286,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
                 log=self.log,
             )
 
-        manifest = build_manifest(
+        manifest = build_submit_manifest(
             conn_id=self.conn_id,
             endpoint=prepared.endpoint,
             model=report.model,

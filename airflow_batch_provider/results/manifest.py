@@ -233,7 +233,7 @@ def landed_entry(batch_id: str, kind: str, file_id: str, landed: Mapping[str, An
     return {k: row.get(k) for k in _LANDED_KEYS}
 
 
-def build_manifest(
+def build_fetch_manifest(
     *,
     source: Mapping[str, Any],
     identity: Mapping[str, Any],

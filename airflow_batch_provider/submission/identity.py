@@ -406,7 +406,7 @@ def plan_submission(
     return plan
 
 
-def build_manifest(
+def build_submit_manifest(
     *,
     conn_id: str,
     endpoint: str,

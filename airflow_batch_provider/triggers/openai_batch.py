@@ -42,7 +42,7 @@ from airflow_batch_provider.waiting.outcome import (
     REASON_TIMEOUT,
 )
 from airflow_batch_provider.waiting.policy import WaitPolicy
-from airflow_batch_provider.waiting.status import BatchStatus, summarize_batch
+from airflow_batch_provider.waiting.status import BatchStatus, format_duration, summarize_batch
 from airflow_batch_provider.waiting.transient import error_chain, is_transient_status, retry_after, status_of
 
 #: Seconds a poll started before the deadline may run past it before the trigger times out.
@@ -305,7 +305,7 @@ class _Progress:
                 # Done: a rate and an ETA of a finished batch say nothing ("0.0 req/s; ETA -").
                 log.info("Batches %s: %d/%d requests done (%s), %d failed", status, done, total, pct, failed)
             else:
-                eta = _duration((total - done) / rate) if rate > 0 and total > done else "-"
+                eta = format_duration((total - done) / rate) if rate > 0 and total > done else "-"
                 log.info(
                     "Batches %s: %d/%d requests done (%s), %d failed; %.1f req/s; ETA %s",
                     status,
@@ -368,13 +368,6 @@ def _state(batch: dict[str, Any] | None) -> str:
         return "(never read)"
     total, ok, failed = _counts(batch)
     return f"{batch['status']} {ok + failed}/{total}"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def _classify(exc: BaseException) -> str:
