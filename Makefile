@@ -22,8 +22,8 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade uv || true
-	( $(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev,s3,openlineage,bench]" "apache-airflow==$(AIRFLOW_VERSION)" ) \
-	  || $(BIN)/python -m pip install -q -e ".[dev,s3,openlineage,bench]" "apache-airflow==$(AIRFLOW_VERSION)"
+	( $(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev,emulator,s3,openlineage,bench]" "apache-airflow==$(AIRFLOW_VERSION)" ) \
+	  || $(BIN)/python -m pip install -q -e ".[dev,emulator,s3,openlineage,bench]" "apache-airflow==$(AIRFLOW_VERSION)"
 	rm -f $(VENV)/.installed-*
 	$(BIN)/python -m tests.tiktoken_cache "$(TIKTOKEN_CACHE_DIR)"
 	touch $@
@@ -49,7 +49,7 @@ test-lowest:
 	test -x .venv-lowest/bin/python || $(PYTHON) -m venv .venv-lowest
 	test -x .venv-lowest/bin/uv || .venv-lowest/bin/python -m pip install -q uv
 	.venv-lowest/bin/uv pip install -q --python .venv-lowest/bin/python --resolution lowest-direct \
-	  -e ".[dev,s3,openlineage]"
+	  -e ".[dev,emulator,s3,openlineage]"
 	.venv-lowest/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration
 	.venv-lowest/bin/uv pip install -q --python .venv-lowest/bin/python "openai==$(OPENAI_FLOOR)"
 	.venv-lowest/bin/python -m pytest -q -p no:cacheprovider $(OPENAI_FLOOR_TESTS)
@@ -95,7 +95,7 @@ system-test: venv
 # failover, worker-kill, Postgres-restart and example drills (needs the Debian packages
 # postgresql and redis-server). Artifacts stay in /tmp/airflow-batch-provider-stack-test.
 stack-test: venv
-	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev,s3,openlineage,bench,stack]" "apache-airflow==$(AIRFLOW_VERSION)"
+	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev,emulator,s3,openlineage,bench,stack]" "apache-airflow==$(AIRFLOW_VERSION)"
 	timeout -k 60 3000 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 \
 	  --basetemp=/tmp/airflow-batch-provider-stack-test tests/stack
 

@@ -14,7 +14,21 @@ REQUIRED = (
     "airflow_batch_provider/get_provider_info.py",
     "airflow_batch_provider/plugins/static/",
 )
-FORBIDDEN = ("tests/", ".venv", "__pycache__", ".pyc", "dags_examples/", ".demo/", "demo-output/", "scripts/")
+#: Never shipped: tests, venvs, caches, the examples, and the dev tooling (devtools/: make demo,
+#: make airflow), which needs a checkout.
+FORBIDDEN = (
+    "tests/",
+    ".venv",
+    "__pycache__",
+    ".pyc",
+    "dags_examples/",
+    ".demo/",
+    "demo-output/",
+    "scripts/",
+    "devtools/",
+    "/demo.py",
+    "/devstack.py",
+)
 
 
 def main(wheel: str, version: str) -> int:
