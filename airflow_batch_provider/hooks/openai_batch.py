@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import openai
 from airflow.sdk import BaseHook, ObjectStoragePath
 
+from airflow_batch_provider._compat import connection_has_async_extras
 from airflow_batch_provider.exceptions import (
     BatchAuthError,
     BatchNotFoundError,
@@ -259,7 +260,7 @@ class OpenAIBatchHook(BaseHook):
         from airflow.sdk import Connection
 
         with self._connection_defined():
-            if hasattr(Connection, "aextra_dejson"):
+            if connection_has_async_extras(Connection):
                 # Airflow >= 3.3.2: fetching and masking never block the loop.
                 conn = await self.aget_connection(self.conn_id)
                 extras = await conn.aextra_dejson()

@@ -19,11 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseOperator
 
-try:
-    from airflow.sdk import conf
-except ImportError:  # Airflow < 3.2
-    from airflow.configuration import conf  # type: ignore[no-redef,assignment]
-
+from airflow_batch_provider._compat import conf
 from airflow_batch_provider.batch_file.estimate import check_budget, estimate_file, parse_budget
 from airflow_batch_provider.batch_file.lines import MAX_LINE_BYTES, ShardLimits, plural
 from airflow_batch_provider.batch_file.templates import build_request_lines

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_batch_provider._compat import AirflowSensorTimeout, conf
 from airflow_batch_provider.batch_file.lines import plural
 from airflow_batch_provider.exceptions import BatchServiceError, BatchTimeoutError
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook, is_transient_error
@@ -25,11 +26,6 @@ from airflow_batch_provider.waiting.outcome import check_batches, resolve_event,
 from airflow_batch_provider.waiting.policy import WaitPolicy
 from airflow_batch_provider.waiting.status import BatchStatus, summarize_batch
 from airflow_batch_provider.waiting.transient import retry_after
-
-try:
-    from airflow.sdk.configuration import conf
-except ImportError:  # Airflow < 3.2
-    from airflow.configuration import conf  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -160,11 +156,6 @@ class OpenAIBatchSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger fired: apply the completion semantics to its event."""
-        try:
-            from airflow.sdk.exceptions import AirflowSensorTimeout
-        except ImportError:  # Airflow < 3.2
-            from airflow.exceptions import AirflowSensorTimeout  # type: ignore[no-redef]
-
         source = self._source()
         try:
             summaries = resolve_event(

@@ -233,3 +233,30 @@ def test_check_wheel_refuses_dev_tooling(tmp_path: Path, extra: str) -> None:
     with zipfile.ZipFile(wheel, "a") as zf:
         zf.writestr(extra, "")
     assert check_wheel.main(str(wheel), "1.0") == 1
+
+
+def test_airflow_version_shims_live_in_compat() -> None:
+    """No ``try: from airflow... except ImportError`` outside ``_compat.py`` (an optional
+    provider, ``airflow.providers.*``, is not a version difference)."""
+
+    def is_core(module: str) -> bool:
+        return module.split(".")[0] == "airflow" and not module.startswith("airflow.providers.")
+
+    def imports_airflow(nodes: list[ast.stmt]) -> bool:
+        return any(
+            (isinstance(n, ast.ImportFrom) and is_core(n.module or ""))
+            or (isinstance(n, ast.Import) and any(is_core(a.name) for a in n.names))
+            for node in nodes
+            for n in ast.walk(node)
+        )
+
+    shims = []
+    for name, (path, _) in _modules().items():
+        if name == f"{NAME}._compat" or name.startswith(f"{NAME}.emulator"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Try) and imports_airflow(node.body):
+                caught = {ast.unparse(h.type) for h in node.handlers if h.type is not None}
+                if caught & {"ImportError", "ModuleNotFoundError"}:
+                    shims.append(f"{name}:{node.lineno}")
+    assert not shims, shims
