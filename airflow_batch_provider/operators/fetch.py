@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import BaseOperator
 
@@ -32,6 +32,7 @@ from airflow_batch_provider.exceptions import BatchFileError, BatchProviderError
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
 from airflow_batch_provider.lineage import asset_extra, emit_asset_events, fetch_lineage
 from airflow_batch_provider.links import OpenAIBatchManifestLink, persist_landed_manifest
+from airflow_batch_provider.payloads import BatchSummary, FetchManifest, FetchRound, FetchState, WaitEvent
 from airflow_batch_provider.pricing import format_usd
 from airflow_batch_provider.results import manifest as fm
 from airflow_batch_provider.results.join import BatchResults, InputShard, join_results
@@ -140,14 +141,14 @@ class OpenAIBatchFetchOperator(BaseOperator):
         self.max_poll_interval = float(max_poll_interval)
         self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         self.max_cost_usd = max_cost_usd
-        self._manifest: dict[str, Any] | None = None  # for lineage, set by the method that finished
+        self._manifest: FetchManifest | None = None  # for lineage, set by the method that finished
 
     # ---- entry points ------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
         source = fm.normalize_batches(self.batches)  # ids checked before any path is built
         conn_id = self.conn_id or source.get("conn_id") or OpenAIBatchHook.default_conn_name
-        state = {
+        state: FetchState = {
             "conn_id": conn_id,
             "source": source,
             "destination": self._destination_text(),
@@ -164,7 +165,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
         return self._run(context, hook, state, summaries)
 
     def execute_complete(
-        self, context: Context, event: dict[str, Any] | None = None, state: dict[str, Any] | None = None
+        self, context: Context, event: WaitEvent | None = None, state: FetchState | None = None
     ) -> dict[str, Any]:
         """Resume after a wait; a fresh instance, so everything comes from ``state``.
 
@@ -197,7 +198,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
     # ---- the loop: land, join, maybe resubmit ------------------------------------------
 
     def _run(
-        self, context: Context, hook: OpenAIBatchHook, state: dict[str, Any], summaries: list[dict[str, Any]]
+        self, context: Context, hook: OpenAIBatchHook, state: FetchState, summaries: list[BatchSummary]
     ) -> dict[str, Any]:
         while True:
             current = state["rounds"][-1]
@@ -230,7 +231,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
                         )
             return self._finish(context, state, report, results.to_dict() if results else None, used_uri)
 
-    def _defer(self, context: Context, state: dict[str, Any], summaries: list[dict[str, Any]]) -> None:
+    def _defer(self, context: Context, state: FetchState, summaries: list[BatchSummary]) -> None:
         from airflow_batch_provider.triggers.openai_batch import OpenAIBatchTrigger
 
         # Also in XCom: ``dag.test()`` resumes with the trigger's event alone, not these kwargs.
@@ -394,8 +395,8 @@ class OpenAIBatchFetchOperator(BaseOperator):
         return True
 
     def _resubmit(
-        self, context: Context, hook: OpenAIBatchHook, state: Mapping[str, Any], retry_path: str, count: int
-    ) -> dict[str, Any]:
+        self, context: Context, hook: OpenAIBatchHook, state: FetchState, retry_path: str, count: int
+    ) -> FetchRound:
         """Send the retryable requests' original lines again, as new batch(es), idempotently.
 
         The identity includes the round, so a retry of this task re-attaches to the
@@ -456,14 +457,14 @@ class OpenAIBatchFetchOperator(BaseOperator):
     def _write_manifest(
         self,
         context: Context,
-        state: Mapping[str, Any],
+        state: FetchState,
         report: Any,
         results: Mapping[str, Any] | None,
         used_uri: str | None,
         *,
         status: str,
         error: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> FetchManifest:
         ti = context["ti"]
         model = state["source"].get("model") or next(
             (b.get("model") for r in state["rounds"] for b in r.get("batches") or () if b.get("model")), None
@@ -491,7 +492,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
     def _finish(
         self,
         context: Context,
-        state: Mapping[str, Any],
+        state: FetchState,
         report: Any,
         results: Mapping[str, Any] | None,
         used_uri: str | None,
@@ -532,7 +533,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
 # ---- helpers --------------------------------------------------------------------------------
 
 
-def _event_summaries(event: Mapping[str, Any] | None, batch_ids: Sequence[str]) -> list[dict[str, Any]]:
+def _event_summaries(event: Mapping[str, Any] | None, batch_ids: Sequence[str]) -> list[BatchSummary]:
     """Validate a trigger event; return its batch summaries. Unlike submit, failures are not fatal
     here: a failed or expired batch is accounted for request by request by the join."""
     if not isinstance(event, Mapping):
@@ -552,7 +553,7 @@ def _event_summaries(event: Mapping[str, Any] | None, batch_ids: Sequence[str]) 
         raise BatchProviderError(
             f"Trigger event covers batches {got}, but the fetch waited for {list(batch_ids)}."
         )
-    summaries = [dict(b) for b in batches]
+    summaries = [cast(BatchSummary, dict(b)) for b in batches]  # checked below: terminal, ours
     for summary in summaries:
         if not BatchStatus.is_terminal(str(summary.get("status"))):
             raise BatchProviderError(

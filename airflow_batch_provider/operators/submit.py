@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from airflow.sdk import BaseOperator
 
@@ -33,6 +33,7 @@ from airflow_batch_provider.exceptions import (
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook, is_transient_error
 from airflow_batch_provider.lineage import submit_lineage
 from airflow_batch_provider.links import batch_links, persist_batch_links, persist_failure
+from airflow_batch_provider.payloads import BatchSummary, SubmitManifest, WaitEvent
 from airflow_batch_provider.submission.identity import (
     batch_metadata,
     build_submit_manifest,
@@ -222,14 +223,14 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         }
         return ShardLimits(**fields)
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> SubmitManifest:
         try:
             return self._execute(context)
         except BatchProviderError as err:
             persist_failure(context, err)  # the task tab shows why (problems, the service's error)
             raise
 
-    def _execute(self, context: Context) -> dict[str, Any]:
+    def _execute(self, context: Context) -> SubmitManifest:
         ti = context["ti"]
         identity = task_identity(ti)
         limits = self._limits()
@@ -335,8 +336,8 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         return self._complete(manifest, event)
 
     def execute_complete(
-        self, context: Context, event: dict[str, Any] | None = None, manifest: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+        self, context: Context, event: WaitEvent | None = None, manifest: SubmitManifest | None = None
+    ) -> SubmitManifest:
         """Resume after the trigger fired.
 
         A fresh operator instance: everything comes from the method kwargs, or from the
@@ -408,12 +409,12 @@ class OpenAIBatchSubmitOperator(BaseOperator):
 
     def _wait_sync(
         self, hook: OpenAIBatchHook, batch_ids: Sequence[str], deadline: float | None
-    ) -> dict[str, Any]:
+    ) -> WaitEvent:
         """Poll in the worker until every batch is terminal; return an event shaped like the trigger's.
 
         The trigger's :class:`~airflow_batch_provider.waiting.policy.WaitPolicy` decides the delays.
         """
-        latest: dict[str, dict[str, Any]] = {}
+        latest: dict[str, BatchSummary] = {}
         policy = WaitPolicy(
             self.poll_interval,
             self.max_poll_interval,
@@ -473,7 +474,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
                 )
             time.sleep(policy.sleep_for(policy.jittered(delay), now))
 
-    def _complete(self, manifest: dict[str, Any], event: dict[str, Any] | None) -> dict[str, Any]:
+    def _complete(self, manifest: SubmitManifest, event: Mapping[str, Any] | None) -> SubmitManifest:
         try:
             summaries = resolve_event(
                 event,
@@ -502,7 +503,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             ) from err
         finally:
             self._live_batch_ids = []
-        manifest = {**manifest, "batches": summaries}
+        manifest = cast(SubmitManifest, {**manifest, "batches": summaries})
         counts = totals(summaries)
         self.log.info(
             "Done: %s; %d of %d requests completed, %d failed.",
@@ -522,7 +523,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         return submit_lineage(manifest) if manifest else OperatorLineage()
 
 
-def _error_event(reason: str, message: str, latest: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+def _error_event(reason: str, message: str, latest: Mapping[str, BatchSummary]) -> WaitEvent:
     return {"status": "error", "reason": reason, "message": message, "batches": list(latest.values())}
 
 

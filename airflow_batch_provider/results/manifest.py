@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from airflow_batch_provider.ids import check_user_id
+from airflow_batch_provider.payloads import FetchManifest
 from airflow_batch_provider.storage import public_uri
 
 MANIFEST_VERSION = 1
@@ -249,7 +250,7 @@ def build_fetch_manifest(
     finished_at: float,
     status: str,
     error: str | None = None,
-) -> dict[str, Any]:
+) -> FetchManifest:
     """Assemble ``manifest.json``.
 
     :param source: From :func:`normalize_batches` (endpoint, model, fingerprint, shards).

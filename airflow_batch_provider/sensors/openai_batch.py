@@ -19,6 +19,7 @@ from airflow_batch_provider._compat import AirflowSensorTimeout, conf
 from airflow_batch_provider.batch_file.lines import plural
 from airflow_batch_provider.exceptions import BatchServiceError, BatchTimeoutError
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook, is_transient_error
+from airflow_batch_provider.payloads import BatchSummary, WaitEvent
 from airflow_batch_provider.results.manifest import normalize_batches
 from airflow_batch_provider.storage import public_uri
 from airflow_batch_provider.triggers.openai_batch import DEADLINE_GRACE, OpenAIBatchTrigger
@@ -106,7 +107,7 @@ class OpenAIBatchSensor(BaseSensorOperator):
         source["conn_id"] = self.conn_id or source.get("conn_id") or OpenAIBatchHook.default_conn_name
         return source
 
-    def _result(self, source: dict[str, Any], summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    def _result(self, source: dict[str, Any], summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         base = dict(source["manifest"] or {})
         if base.get("input_uri"):  # a manifest recorded before URIs lost their query
             base["input_uri"] = public_uri(base["input_uri"])
@@ -121,7 +122,7 @@ class OpenAIBatchSensor(BaseSensorOperator):
         )
         return base
 
-    def _check(self, source: dict[str, Any], summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _check(self, source: dict[str, Any], summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         return check_batches(
             summaries,
             fail_on_expired=self.fail_on_expired,
@@ -154,7 +155,7 @@ class OpenAIBatchSensor(BaseSensorOperator):
             timeout=timedelta(seconds=self.timeout + DEADLINE_GRACE + 60),
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+    def execute_complete(self, context: Context, event: WaitEvent | None = None) -> Any:
         """Resume after the trigger fired: apply the completion semantics to its event."""
         source = self._source()
         try:
@@ -243,6 +244,6 @@ class OpenAIBatchSensor(BaseSensorOperator):
         store.set(_TRANSIENT_ERRORS_KEY, {"try": ti.try_number, "reschedule": reschedule, "errors": errors})
         return errors
 
-    def _read(self, source: dict[str, Any]) -> list[dict[str, Any]]:
+    def _read(self, source: dict[str, Any]) -> list[BatchSummary]:
         hook = OpenAIBatchHook(conn_id=source["conn_id"])
         return [summarize_batch(hook.get_batch(bid)) for bid in source["batch_ids"]]

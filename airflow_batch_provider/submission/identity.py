@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from airflow_batch_provider.payloads import SubmitManifest, SubmitShard
 from airflow_batch_provider.waiting.status import BatchStatus
 
 META_IDENTITY = "airflow_identity"
@@ -417,7 +418,7 @@ def build_submit_manifest(
     shards: Sequence[Any],
     batches: Sequence[Any],
     input_conn_id: str | None = None,
-) -> dict[str, Any]:
+) -> SubmitManifest:
     """Build the submit manifest (the operator's XCom return value): ids and sizes, no requests.
 
     :param input_uri: The input file, as it may be recorded (``storage.public_uri``: no query,
@@ -428,7 +429,7 @@ def build_submit_manifest(
     """
     if len(shards) != len(batches):
         raise ValueError(f"{len(shards)} shards but {len(batches)} batches")
-    rows = []
+    rows: list[SubmitShard] = []
     for shard, batch in zip(shards, batches, strict=True):
         rows.append(
             {

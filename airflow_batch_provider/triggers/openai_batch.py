@@ -34,6 +34,7 @@ from airflow_batch_provider.exceptions import (
 from airflow_batch_provider.hooks.clients import redact
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
 from airflow_batch_provider.ids import check_user_id
+from airflow_batch_provider.payloads import BatchSummary, WaitEvent
 from airflow_batch_provider.triggers.poller import get_poller
 from airflow_batch_provider.waiting.outcome import (
     REASON_AUTH,
@@ -134,7 +135,7 @@ class OpenAIBatchTrigger(BaseTrigger):
             poller.unwatch(self.batch_ids)
         yield TriggerEvent(event)
 
-    async def _wait(self, poller: Any) -> dict[str, Any]:
+    async def _wait(self, poller: Any) -> WaitEvent:
         progress = _Progress(self.batch_ids)
         active = list(self.batch_ids)
         policy = WaitPolicy(
@@ -238,10 +239,10 @@ class OpenAIBatchTrigger(BaseTrigger):
 
     # -- events and messages -------------------------------------------------------------------
 
-    def _summaries(self) -> list[dict[str, Any]]:
+    def _summaries(self) -> list[BatchSummary]:
         return [summarize_batch(self._latest[b]) for b in self.batch_ids if b in self._latest]
 
-    def _error(self, reason: str, message: str) -> dict[str, Any]:
+    def _error(self, reason: str, message: str) -> WaitEvent:
         self.log.error("%s", message)
         return {"status": "error", "reason": reason, "message": message, "batches": self._summaries()}
 

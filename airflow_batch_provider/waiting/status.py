@@ -10,6 +10,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
+from airflow_batch_provider.payloads import BatchSummary
+
 
 class BatchStatus(str, Enum):
     """Statuses of an OpenAI batch, as the service names them."""
@@ -46,7 +48,7 @@ _TIMESTAMPS = (
 )
 
 
-def summarize_batch(batch: Any) -> dict[str, Any]:
+def summarize_batch(batch: Any) -> BatchSummary:
     """Return the JSON-safe summary of a batch (an SDK ``Batch`` or its dict form).
 
     Carries status, request counts, result file ids, usage, validation errors
