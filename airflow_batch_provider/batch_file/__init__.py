@@ -3,7 +3,9 @@
 - :mod:`~airflow_batch_provider.batch_file.lines`: the request-line model, the streaming
   validator and sharding.
 - :mod:`~airflow_batch_provider.batch_file.templates`: records to request lines
-  (:class:`ChatTemplate`, :class:`EmbeddingTemplate`, :class:`ResponsesTemplate`).
+  (:class:`ChatTemplate`, :class:`EmbeddingTemplate`, :class:`ResponsesTemplate`,
+  :class:`ImageTemplate`).
+- :mod:`~airflow_batch_provider.batch_file.bodies`: what each endpoint's request body needs.
 - :mod:`~airflow_batch_provider.batch_file.estimate`: token and cost estimates, the budget guard.
 
 The names users write in DAGs are re-exported here::
@@ -40,6 +42,7 @@ from airflow_batch_provider.batch_file.lines import (
 from airflow_batch_provider.batch_file.templates import (
     ChatTemplate,
     EmbeddingTemplate,
+    ImageTemplate,
     ResponsesTemplate,
     build_request_lines,
 )
@@ -56,6 +59,7 @@ __all__ = [
     "UNVERSIONED_ENDPOINTS",
     "ChatTemplate",
     "EmbeddingTemplate",
+    "ImageTemplate",
     "Problem",
     "RequestLine",
     "ResponsesTemplate",

@@ -16,6 +16,10 @@ returns an :class:`Estimate`:
   ``max_output_tokens`` (times ``n``), else ``default_output_tokens`` when declared, else
   the model's maximum output (:data:`MODEL_MAX_OUTPUT`): a true upper bound, often a
   loose one. Embeddings and moderations produce none.
+- **images and video**: image requests count ``n`` images (GPT image models: also their
+  prompt tokens and an output bound of ``n`` images at the request's quality, largest
+  size); video requests count ``seconds`` (default 4). Per-image and per-second models
+  (dall-e, sora) are priced from the default to the dearest size (low to high).
 - **cost**: ``cost_low_usd`` prices the input alone, ``cost_high_usd`` adds the output
   bound; both at the Batch API rate of :mod:`airflow_batch_provider.pricing` (its
   built-in table, or ``prices`` overrides). Cached-input discounts can make the bill lower.
@@ -37,9 +41,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from airflow_batch_provider.batch_file.bodies import DEFAULT_MODELS
 from airflow_batch_provider.batch_file.lines import UNVERSIONED_ENDPOINTS, iter_lines
 from airflow_batch_provider.exceptions import BudgetExceededError
-from airflow_batch_provider.pricing import BATCH_DISCOUNT, PRICES_AS_OF, ModelPrice, match_price
+from airflow_batch_provider.pricing import (
+    BATCH_DISCOUNT,
+    MEDIA_PRICES_AS_OF,
+    PRICES_AS_OF,
+    ModelPrice,
+    match_price,
+)
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +286,10 @@ def input_tokens(endpoint: str, body: Mapping[str, Any], count: TokenCounter) ->
             tokens += count.json(body["tools"])
     elif endpoint == "/v1/completions":
         tokens = _flat_inputs(body.get("prompt"), count, media)
+    elif endpoint in ("/v1/images/generations", "/v1/images/edits"):  # the prompt; input images uncounted
+        prompt = body.get("prompt")
+        tokens = count(prompt) if isinstance(prompt, str) else 0
+        media[0] = 1 if body.get("images") else 0
     elif endpoint in _NOT_TOKENS:
         tokens = 0
     else:  # embeddings, moderations
@@ -284,6 +299,31 @@ def input_tokens(endpoint: str, body: Mapping[str, Any], count: TokenCounter) ->
 
 def _positive_int(value: Any) -> int | None:
     return value if type(value) is int and value > 0 else None
+
+
+#: Output tokens of one GPT image by quality at the largest size (1536x1024), the bound
+#: when a request does not say; ``auto`` and unset quality count as ``high``.
+IMAGE_OUTPUT_TOKENS_MAX = {"low": 408, "medium": 1584, "high": 6240}
+
+
+def image_output_bound(body: Mapping[str, Any]) -> int:
+    """Most output tokens one GPT image of this request can be billed."""
+    return IMAGE_OUTPUT_TOKENS_MAX.get(str(body.get("quality")), IMAGE_OUTPUT_TOKENS_MAX["high"])
+
+
+def media_units(endpoint: str, body: Mapping[str, Any]) -> tuple[int, int]:
+    """``(images, video seconds)`` one request asks for (``n`` images; ``seconds``, default 4)."""
+    if endpoint in ("/v1/images/generations", "/v1/images/edits"):
+        return _positive_int(body.get("n")) or 1, 0
+    if endpoint == "/v1/videos":
+        seconds = body.get("seconds")
+        return 0, int(seconds) if type(seconds) is str and seconds.isdigit() else 4
+    return 0, 0
+
+
+def plural_units(images: int, seconds: int) -> str:
+    parts = [f"{images:,} image(s)"] if images else []
+    return " and ".join(parts + ([f"{seconds:,} second(s) of video"] if seconds else []))
 
 
 def output_bound(
@@ -320,11 +360,15 @@ class _Tally:
     requests: int = 0
     input_tokens: int = 0
     output_tokens_bound: int = 0
+    images: int = 0  # images requested (``n``) of the image endpoints
+    video_seconds: int = 0  # seconds of video requested
 
-    def add(self, inp: int, out: int) -> None:
+    def add(self, inp: int, out: int, images: int = 0, seconds: int = 0) -> None:
         self.requests += 1
         self.input_tokens += inp
         self.output_tokens_bound += out
+        self.images += images
+        self.video_seconds += seconds
 
 
 def _usd(tokens: int, per_1m: float) -> float:
@@ -342,6 +386,8 @@ class Estimate:
     requests: int = 0
     input_tokens: int = 0
     output_tokens_bound: int = 0
+    images: int = 0
+    video_seconds: int = 0
     skipped_lines: int = 0
     media_requests: int = 0
     output_bound_from: dict[str, int] = field(default_factory=dict)
@@ -367,7 +413,11 @@ class Estimate:
             return None, None
         price = found[1]
         low = _usd(tally.input_tokens, price.input)
-        return low, low + _usd(tally.output_tokens_bound, price.output)
+        high = low + _usd(tally.output_tokens_bound, price.output)
+        low += tally.images * (price.per_image or 0.0) + tally.video_seconds * (price.per_second or 0.0)
+        high += tally.images * (price.per_image_max or price.per_image or 0.0)
+        high += tally.video_seconds * (price.per_second_max or price.per_second or 0.0)
+        return low, high
 
     @property
     def cost_range(self) -> tuple[float | None, float | None]:
@@ -396,6 +446,11 @@ class Estimate:
                     "cost_low_usd": None if low is None else _r(low),
                     "cost_high_usd": None if high is None else _r(high),
                     "tokenizer": self.tokenizers.get(model),
+                    **{
+                        k: v
+                        for k, v in (("images", tally.images), ("video_seconds", tally.video_seconds))
+                        if v
+                    },
                 }
             )
         return sorted(rows, key=lambda r: (-(r["cost_high_usd"] or 0), -r["input_tokens"]))
@@ -437,10 +492,18 @@ class Estimate:
             notes.append(
                 f"{self.skipped_lines} line(s) are not request lines and were skipped: validate the file"
             )
+        if self.images or self.video_seconds:
+            notes.append(
+                f"{plural_units(self.images, self.video_seconds)} requested: priced per image or per second "
+                f"of video (built-in prices as of {MEDIA_PRICES_AS_OF}), from the default to the dearest "
+                "size and quality"
+            )
+        units = {"images": self.images, "video_seconds": self.video_seconds}
         return {
             "requests": self.requests,
             "input_tokens": self.input_tokens,
             "output_tokens_bound": self.output_tokens_bound,
+            **{k: v for k, v in units.items() if v},
             "cost_low_usd": None if low is None else _r(low),
             "cost_high_usd": None if high is None else _r(high),
             "exact": self.exact,
@@ -541,13 +604,13 @@ def estimate_lines(
         try:
             obj = decode(raw.decode())
             body = obj["body"]
-            name = model or body["model"]
+            request_endpoint = _canonical(obj.get("url"), endpoint) or "/v1/chat/completions"
+            name = model or body.get("model") or DEFAULT_MODELS.get(request_endpoint) or body["model"]
             if type(name) is not str:
                 raise TypeError
         except (ValueError, KeyError, TypeError, AttributeError):
             result.skipped_lines += 1
             continue
-        request_endpoint = _canonical(obj.get("url"), endpoint) or "/v1/chat/completions"
         if result.endpoint is None:
             result.endpoint = request_endpoint
         entry = by_model.get(name)
@@ -568,14 +631,19 @@ def estimate_lines(
         counter, per_in, per_out = entry
         inp, media = input_tokens(request_endpoint, body, counter)
         out, source = output_bound(request_endpoint, body, name, default_output_tokens)
+        images, seconds = media_units(request_endpoint, body)
+        if images and name.startswith(("gpt-image", "chatgpt-image")):
+            out, source = images * image_output_bound(body), "image_quality"
+        result.images += images
+        result.video_seconds += seconds
         result.requests += 1
         result.input_tokens += inp
         result.output_tokens_bound += out
         result.media_requests += media
         bound_from[source] = bound_from.get(source, 0) + 1
-        result.models[name].add(inp, out)
+        result.models[name].add(inp, out, images, seconds)
         if starts:
-            result.shards[max(bisect_right(starts, line_no) - 1, 0)].add(inp, out)
+            result.shards[max(bisect_right(starts, line_no) - 1, 0)].add(inp, out, images, seconds)
         weight = inp * per_in + out * per_out
         if len(heap) < _TOP:
             heapq.heappush(heap, (weight, line_no, str(obj.get("custom_id")), inp, out))

@@ -27,8 +27,13 @@ Rules the validator applies; each problem has a stable ``code`` (message templat
   ``url_mismatch``: its endpoint differs from the declared one or, without one, from the
   first line's, or it spells the same endpoint another way (one batch, one url string).
 - ``missing_body``, ``invalid_body`` (not an object).
-- ``missing_model`` (absent, null or empty), ``invalid_model`` (not a string),
-  ``model_mismatch`` (a second model in the file).
+- ``missing_model`` (absent, null or empty; only for the endpoints that require a model,
+  :data:`~airflow_batch_provider.batch_file.bodies.MODEL_REQUIRED`), ``invalid_model`` (not a
+  string), ``model_mismatch`` (a second model in the file).
+- ``missing_parameter``, ``invalid_parameter``: the body lacks what its endpoint requires
+  (chat ``messages``, embeddings/moderations/responses ``input``, completions ``prompt``,
+  images ``prompt``, image edits ``images``, videos ``prompt``...): the rules of
+  :mod:`airflow_batch_provider.batch_file.bodies`, one problem per line at most.
 - File level (``line`` is ``None``): ``empty_file``, ``too_many_requests``,
   ``file_too_large``, ``too_many_embedding_inputs`` (a string input counts one, a
   list its items, a list of token ids one).
@@ -48,8 +53,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from airflow_batch_provider.batch_file.bodies import BODY_CHECKS, DEFAULT_MODELS, MODEL_REQUIRED
 from airflow_batch_provider.exceptions import BatchFileError
 
 __all__ = [
@@ -169,17 +175,21 @@ class RequestLine(BaseModel):
             raise ValueError(f"url {value!r} is {problem['reason']}: {problem['fix']}")
         return value
 
-    @field_validator("body")
-    @classmethod
-    def _has_model(cls, value: dict[str, Any]) -> dict[str, Any]:
-        model = value.get("model")
-        if not isinstance(model, str) or not model:
+    @model_validator(mode="after")
+    def _valid_body(self) -> RequestLine:
+        model = self.body.get("model")
+        required = model is not None or self.endpoint in MODEL_REQUIRED
+        if required and (not isinstance(model, str) or not model):
             raise ValueError('body needs a non-empty string "model"')
-        return value
+        fault = BODY_CHECKS[self.endpoint](self.body)
+        if fault is not None:
+            raise ValueError(PROBLEM_MESSAGES[fault[0]].format(**fault[1]))
+        return self
 
     @property
     def model(self) -> str:
-        return str(self.body["model"])
+        """The body's model, else the endpoint's documented default."""
+        return str(self.body.get("model") or DEFAULT_MODELS[self.endpoint])
 
     @property
     def endpoint(self) -> str:
@@ -592,6 +602,8 @@ PROBLEM_MESSAGES: dict[str, str] = {
     "missing_body": 'no "body": add the endpoint\'s parameters as an object',
     "invalid_body": '"body" is a JSON {kind}: it must be an object',
     "missing_model": 'body has no "model": name the model on every line',
+    "missing_parameter": 'body has no "{param}", which {endpoint} requires: {fix}',
+    "invalid_parameter": 'body "{param}" is {value}: {fix}',
     "invalid_model": 'body "model" is {value}: it must be a string',
     "model_mismatch": "model {value} differs from {expected} (first on line {first}): "
     "a batch file holds one model; split it by model",
@@ -671,6 +683,7 @@ def validate_lines(
     update = digest.update
     ids = _CustomIds()
     decode = _DECODE
+    body_checks, model_required = BODY_CHECKS, MODEL_REQUIRED
     cap = min(max_line_bytes, limits.max_bytes)
     model0: str | None = None
     model0_line = line_no = byte_count = requests = embedding_inputs = 0
@@ -782,7 +795,8 @@ def validate_lines(
             model = body.get("model")
             if model != model0 or model is None:
                 if model is None or model == "":
-                    add(line_no, "missing_model", cid)
+                    if canonical is None or canonical in model_required:
+                        add(line_no, "missing_model", cid)
                 elif type(model) is not str:
                     add(line_no, "invalid_model", cid, value=_quote(model))
                 elif model0 is None:
@@ -796,6 +810,8 @@ def validate_lines(
                         expected=_quote(model0),
                         first=model0_line,
                     )
+            if canonical is not None and (fault := body_checks[canonical](body)) is not None:
+                add(line_no, fault[0], cid, **fault[1])
             if canonical == EMBEDDINGS_ENDPOINT:
                 embedding_inputs += count_embedding_inputs(body.get("input"))
         if ids.db is not None:  # ids went to disk: the last repeats are known only now

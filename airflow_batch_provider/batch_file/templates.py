@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from airflow_batch_provider.batch_file.lines import RequestLine
 from airflow_batch_provider.exceptions import BatchFileError
 
-__all__ = ["ChatTemplate", "EmbeddingTemplate", "ResponsesTemplate", "build_request_lines"]
+__all__ = ["ChatTemplate", "EmbeddingTemplate", "ImageTemplate", "ResponsesTemplate", "build_request_lines"]
 
 _PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][\w.]*)\}\}|\{([A-Za-z_][\w.]*)\}")
 _MISSING = object()
@@ -191,7 +191,38 @@ class ResponsesTemplate:
         return {**body, **self.body}
 
 
-Template = ChatTemplate | EmbeddingTemplate | ResponsesTemplate
+@dataclass(frozen=True)
+class ImageTemplate:
+    """A ``/v1/images/generations`` request; placeholders are filled in ``prompt``.
+
+    :param model: the image model (one per batch), e.g. ``gpt-image-1`` or ``dall-e-3``.
+    :param prompt: the image description.
+    :param body: other fixed parameters (``size``, ``quality``, ``n``, ``output_format``, ...).
+    """
+
+    model: str
+    prompt: str
+    body: dict[str, Any] = field(default_factory=dict)
+    endpoint: ClassVar[str] = "/v1/images/generations"
+
+    def __post_init__(self) -> None:
+        _check_body(self.model, self.body, {"model", "prompt"})
+        if not isinstance(self.prompt, str) or not self.prompt:
+            raise ValueError("prompt must be a non-empty string")
+
+    @property
+    def fields(self) -> set[str]:
+        return _placeholders(self.prompt)
+
+    def render(self, record: Mapping[str, Any], index: int = 0) -> dict[str, Any]:
+        return {"model": self.model, "prompt": _fill(self.prompt, record, index, "prompt"), **self.body}
+
+
+# No template for /v1/completions (legacy: ChatTemplate or ResponsesTemplate replace it),
+# /v1/moderations (its input is the record as it is: build the body directly), image edits
+# (each line names its own input images by url or file id: build the body directly) and
+# /v1/videos (the openai SDK marks it deprecated: the Videos API shut down on 2026-09-24).
+Template = ChatTemplate | EmbeddingTemplate | ResponsesTemplate | ImageTemplate
 
 
 def _as_mapping(record: Any, columns: Sequence[str] | None, index: int) -> Mapping[str, Any]:
@@ -237,7 +268,8 @@ def build_request_lines(
 
     :param records: dicts (any mapping), namedtuples, ``sqlite3.Row``-like rows, or
         sequences named by ``columns``.
-    :param template: a :class:`ChatTemplate`, :class:`EmbeddingTemplate` or :class:`ResponsesTemplate`.
+    :param template: a :class:`ChatTemplate`, :class:`EmbeddingTemplate`, :class:`ResponsesTemplate`
+        or :class:`ImageTemplate`.
     :param custom_id_field: the field holding each record's unique id.
     :param columns: field names of sequence rows.
     :raises BatchFileError: naming the record index for a missing field, a bad id or a

@@ -3,11 +3,12 @@
 Answers are derived from the request (an echo of the last user text), token
 usage is counted from the text, and the same request always gets the same
 content. Bodies have the shape of the real endpoints' responses, so the SDK's
-``ChatCompletion``, ``Completion``, ``Response``, ``CreateEmbeddingResponse`` and
-``ModerationCreateResponse`` parse them.
+``ChatCompletion``, ``Completion``, ``Response``, ``CreateEmbeddingResponse``,
+``ModerationCreateResponse``, ``ImagesResponse`` and ``Video`` parse them (images and
+videos: :mod:`.fake_media`).
 
-Directives in a request's text trigger failures on purpose:
-``[[emulator:context_length_exceeded]]`` (400) and ``[[emulator:server_error]]`` (500).
+Directives in a request's text (messages, input, prompt: every endpoint) trigger failures
+on purpose: ``[[emulator:context_length_exceeded]]`` (400) and ``[[emulator:server_error]]`` (500).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_batch_provider.emulator import ids
+from airflow_batch_provider.emulator import fake_media, ids
 from airflow_batch_provider.emulator.errors import error_body
 from airflow_batch_provider.emulator.fake_vectors import embedding_response, moderation_response
 from airflow_batch_provider.emulator.structured import sample_json
@@ -91,7 +92,7 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-def _check_directives(text: str, prompt_tokens: int) -> None:
+def _check_directives(text: str, prompt_tokens: int, param: str = "messages") -> None:
     if "[[emulator:server_error]]" in text:
         raise RequestError(
             "The server had an error while processing your request. Sorry about that!",
@@ -103,7 +104,7 @@ def _check_directives(text: str, prompt_tokens: int) -> None:
             f"This model's maximum context length is {_CONTEXT_LIMIT} tokens. However, your messages "
             f"resulted in {max(prompt_tokens, _CONTEXT_LIMIT + 1)} tokens. Please reduce the length "
             "of the messages.",
-            param="messages",
+            param=param,
             code="context_length_exceeded",
         )
 
@@ -309,6 +310,7 @@ def embedding(body: dict[str, Any]) -> Outcome:
     """
     if not body.get("model"):
         raise _missing("model")
+    _check_directives(_input_text(body.get("input")), 0, "input")
     try:
         result, tokens = embedding_response(body, count_tokens)
     except ValueError as exc:
@@ -324,7 +326,37 @@ def moderation(body: dict[str, Any]) -> Outcome:
     """
     if body.get("input") in (None, "", []):
         raise _missing("input")
+    _check_directives(_input_text(body["input"]), 0, "input")
     return Outcome(200, moderation_response(body), 0, 0)
+
+
+def _input_text(value: Any) -> str:
+    """The text of an embeddings or moderations ``input`` (directives are looked for in it)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return " ".join(
+            v if isinstance(v, str) else _text_of([v]) for v in value if isinstance(v, (str, dict))
+        )
+    return ""
+
+
+def _fail(message: str, param: str, code: str) -> RequestError:
+    return RequestError(message, param=param, code=code)
+
+
+def _media(handler: Any) -> Any:
+    """An image or video handler of :mod:`.fake_media` as a fake-model endpoint."""
+
+    def run(body: dict[str, Any]) -> Outcome:
+        def check(text: str, tokens: int) -> None:
+            _check_directives(text, tokens, "prompt")
+
+        result, input_tokens, output_tokens = handler(body, _fail, check, count_tokens)
+        return Outcome(200, result, input_tokens, output_tokens)
+
+    run.__doc__ = handler.__doc__
+    return run
 
 
 HANDLERS = {
@@ -333,6 +365,9 @@ HANDLERS = {
     "/v1/responses": response,
     "/v1/embeddings": embedding,
     "/v1/moderations": moderation,
+    "/v1/images/generations": _media(fake_media.image_generation),
+    "/v1/images/edits": _media(fake_media.image_edit),
+    "/v1/videos": _media(fake_media.video),
 }
 
 

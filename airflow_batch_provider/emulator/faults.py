@@ -38,7 +38,11 @@ ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
         ("GET", r"^/v1/batches/?$", "batches.list"),
         ("GET", r"^/v1/batches/[^/]+$", "batches.retrieve"),
         ("POST", r"^/v1/batches/[^/]+/cancel$", "batches.cancel"),
-        ("POST", r"^/v1/(chat/completions|completions|responses|embeddings|moderations)$", "inference"),
+        (
+            "POST",
+            r"^/v1/(chat/completions|completions|responses|embeddings|moderations|images/(generations|edits)|videos)$",
+            "inference",
+        ),
     )
 )
 ROUTE_NAMES = frozenset(name for _, _, name in ROUTES) | {"*"}

@@ -21,7 +21,12 @@ BATCH_ENDPOINTS = (
     "/v1/embeddings",
     "/v1/completions",
     "/v1/moderations",
+    "/v1/images/generations",
+    "/v1/images/edits",
+    "/v1/videos",
 )
+#: Endpoints whose requests may omit ``model``: the API applies a documented default.
+_MODEL_OPTIONAL = frozenset({"/v1/moderations", "/v1/images/generations", "/v1/images/edits", "/v1/videos"})
 #: Azure OpenAI's spelling of each endpoint (``/chat/completions``), accepted on its ``/openai`` routes.
 UNVERSIONED_ENDPOINTS = {e.removeprefix("/v1"): e for e in BATCH_ENDPOINTS}
 _REQUIRED = ("custom_id", "method", "url", "body")
@@ -162,8 +167,8 @@ class InputValidator:
             self._error("invalid_type", "body must be a JSON object.", line=number, param="body")
             return
         model = body.get("model")
-        if model is None and self.canonical == "/v1/moderations":
-            pass  # moderations default to omni-moderation-latest
+        if model is None and self.canonical in _MODEL_OPTIONAL:
+            pass  # e.g. moderations default to omni-moderation-latest, videos to sora-2
         elif not isinstance(model, str) or not model:
             self._error(
                 "missing_required_parameter",

@@ -14,15 +14,18 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import openai
 
 from airflow_batch_provider.exceptions import BatchAuthError, BatchProviderError
+from airflow_batch_provider.hooks.lean_http import RawGetPool, raw_pool_for
 from airflow_batch_provider.storage import public_uri
 
 log = logging.getLogger(__name__)
@@ -280,6 +283,9 @@ class _LoopClients:
     async def close_all(self) -> int:
         clients, self.clients = list(self.clients.values()), {}
         for client in clients:
+            lean = _LEAN.get(client)
+            if lean is not None:
+                lean.close()
             try:
                 await client.close()
             except Exception:  # one bad client must not keep the others open
@@ -394,6 +400,9 @@ class LeanGet:
         self._params = params  # e.g. Azure's api-version
         self._headers = headers
         self._extensions = extensions
+        # Where the SDK's transport would send it plainly: prebuilt bytes over our own pool.
+        self._raw = raw_pool_for(self._http, template)
+        self._raw_path = url.raw_path.split(b"?", 1)[0].decode("ascii")
 
     async def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         """``GET <base>/batches<path>``; the JSON body of a 200.
@@ -401,6 +410,8 @@ class LeanGet:
         :raises LeanGetUnavailable: any other status, a transport error, or a body that is not JSON.
         """
         query = self._params + [(k, str(v)) for k, v in (params or {}).items()]
+        if self._raw is not None:
+            return await self._get_raw(self._raw, path, query)
         request = self._request_cls(
             "GET",
             self._prefix + path,
@@ -418,6 +429,37 @@ class LeanGet:
             return json.loads(response.content)
         except ValueError:
             raise LeanGetUnavailable() from None
+
+    async def _get_raw(self, raw: RawGetPool, path: str, query: list[tuple[str, str]]) -> Any:
+        target = quote(self._raw_path + path, safe="/%")
+        if query:
+            target += "?" + urlencode(query, quote_via=quote)
+        try:
+            answer = await raw.get(target)
+        except Exception as err:  # refused, reset, timed out, not HTTP: the SDK tries as it does
+            raise LeanGetUnavailable(request=self._request_for(target), error=err) from None
+        if 300 <= answer.status < 400:
+            raise LeanGetUnavailable()  # a redirect: the SDK's client follows it as configured
+        if answer.status != 200:
+            # The SDK decides what this answer means (retry, its error): give it an httpx response.
+            request = self._request_for(target)
+            response_cls = sys.modules[self._request_cls.__module__.split(".")[0]].Response
+            raise LeanGetUnavailable(
+                response_cls(answer.status, headers=answer.headers, content=answer.body, request=request)
+            )
+        try:
+            return json.loads(answer.body)
+        except ValueError:
+            raise LeanGetUnavailable() from None
+
+    def _request_for(self, target: str) -> Any:
+        origin = self._prefix[: len(self._prefix) - len(self._raw_path)] if self._raw_path else self._prefix
+        return self._request_cls("GET", origin + target, headers=self._headers, extensions=self._extensions)
+
+    def close(self) -> None:
+        """Close the connections of the raw path (the SDK client closes its own)."""
+        if self._raw is not None:
+            self._raw.close()
 
 
 _LEAN: weakref.WeakKeyDictionary[Any, LeanGet | None] = weakref.WeakKeyDictionary()

@@ -55,9 +55,14 @@ from airflow_batch_provider.waiting.transient import retry_after
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
 
-    from airflow_batch_provider.batch_file.templates import ChatTemplate, EmbeddingTemplate, ResponsesTemplate
+    from airflow_batch_provider.batch_file import (
+        ChatTemplate,
+        EmbeddingTemplate,
+        ImageTemplate,
+        ResponsesTemplate,
+    )
 
-    RequestTemplate = ChatTemplate | EmbeddingTemplate | ResponsesTemplate
+    RequestTemplate = ChatTemplate | EmbeddingTemplate | ResponsesTemplate | ImageTemplate
 
 #: XCom key of the manifest while waiting (the return value carries it once done).
 MANIFEST_XCOM_KEY = "submit_manifest"
@@ -79,7 +84,8 @@ class OpenAIBatchSubmitOperator(BaseOperator):
     :param requests: Instead of ``input_path``: records (e.g. from XCom) rendered by
         ``request_template``, or ready request lines (dicts, or JSON str/bytes) when no
         template is given (templated, so an XComArg works).
-    :param request_template: A ``ChatTemplate``, ``EmbeddingTemplate`` or ``ResponsesTemplate``.
+    :param request_template: A ``ChatTemplate``, ``EmbeddingTemplate``, ``ResponsesTemplate`` or
+        ``ImageTemplate``.
     :param custom_id_field: Record field holding each request's custom_id (default: a
         content hash).
     :param endpoint: Batch endpoint, e.g. ``/v1/chat/completions`` (either spelling on

@@ -108,16 +108,28 @@ def progress_bar(bar: Mapping[str, Any], *, compact: bool = False) -> str:
     )
 
 
+def media_units(figures: Mapping[str, Any]) -> str:
+    """``3 images · 24 s of video``: the units image and video endpoints are billed in ("" if none)."""
+    images, seconds = int(figures.get("images") or 0), int(figures.get("video_seconds") or 0)
+    parts = ([f"{images:,} image{'s' if images != 1 else ''}"] if images else []) + (
+        [f"{seconds:,} s of video"] if seconds else []
+    )
+    return " · ".join(parts)
+
+
 def tokens(usage: Mapping[str, Any], *, terminal: bool = False) -> str:
     total = int(usage.get("total_tokens") or 0)
+    units = media_units(usage)
     if not total:
+        if units:  # dall-e images and videos report no tokens
+            return units
         # "none yet" of a finished batch would promise tokens that never come.
         text = "not reported by the service" if terminal else "none yet"
         return f'<span class="muted">{text}</span>'
     return (
         f"{total:,} total: {int(usage.get('input_tokens') or 0):,} in "
         f"({int(usage.get('cached_tokens') or 0):,} cached), {int(usage.get('output_tokens') or 0):,} out "
-        f"({int(usage.get('reasoning_tokens') or 0):,} reasoning)"
+        f"({int(usage.get('reasoning_tokens') or 0):,} reasoning)" + (f" · {units}" if units else "")
     )
 
 
@@ -433,6 +445,17 @@ def estimate_section(est: Mapping[str, Any]) -> str:
         (
             "Output tokens",
             f"bound {n(est.get('output_tokens_bound'))} · {n(est.get('actual_output_tokens'))} actual",
+        ),
+        *(
+            [
+                (
+                    "Images / video",
+                    f"{media_units(est)} requested · "
+                    f"{media_units(est.get('actual') or {}) or n(None)} actual",
+                )
+            ]
+            if media_units(est)
+            else []
         ),
         (
             "Cost",

@@ -366,6 +366,7 @@ def estimate_view(estimate: Mapping[str, Any] | None, total: Mapping[str, Any]) 
         return None
     usage = total.get("usage") or {}
     reported = bool(usage.get("responses"))
+    units = {k: int(usage[k]) for k in ("images", "video_seconds") if reported and usage.get(k)}
     return {
         "input_tokens": estimate.get("input_tokens"),
         "output_tokens_bound": estimate.get("output_tokens_bound"),
@@ -377,4 +378,7 @@ def estimate_view(estimate: Mapping[str, Any] | None, total: Mapping[str, Any]) 
         "actual_input_tokens": int(usage.get("input_tokens") or 0) if reported else None,
         "actual_output_tokens": int(usage.get("output_tokens") or 0) if reported else None,
         "actual_cost_usd": total.get("cost_usd") if reported else None,
+        # Image and video endpoints: units requested, and returned (absent for text batches).
+        **{k: estimate[k] for k in ("images", "video_seconds") if estimate.get(k)},
+        **({"actual": units} if units else {}),
     }

@@ -14,7 +14,9 @@ poller for a batch's state, and the poller:
   has shown which batch precedes which, a known predecessor is a cursor that
   returns that batch and its 99 neighbours;
 - discovers that order by walking pages from the head and from cursors spread
-  over the unknown ids, in parallel lanes, within a page budget;
+  over the unknown ids, in parallel lanes, within a page budget (a page that
+  still finds several watched ids, on an account busy with others' batches,
+  does not count against it);
 - falls back to ``retrieve`` (the hook's ``aget_batch``) for anything a page did
   not show, and for small sets; that call is also the authority on errors (a
   batch missing from a page is not "not found" until retrieve says 404);
@@ -23,7 +25,8 @@ poller for a batch's state, and the poller:
   responses stalls the loop.
 
 Every batch a page lists is checked (:mod:`airflow_batch_provider.ids`) before
-any of it is used; a page with an unsafe id fails the ids it should have shown.
+any of it is used (others' batches only serve as cursors: their id is checked);
+a page with an unsafe id fails the ids it should have shown.
 Requests go through the hook's lean JSON path (``aget_batch_json``,
 ``alist_batches_json``: the SDK's own request, without its model layer). The
 connection is read again after :data:`SETTINGS_MAX_AGE` and when the service
@@ -50,6 +53,7 @@ from typing import Any
 
 from airflow_batch_provider.exceptions import BatchAuthError, UnsafeIdError
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
+from airflow_batch_provider.ids import is_valid_id
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,9 @@ MAX_LANES = 16
 MAX_WALKS = 4  # discovery walks a flush waits for while they keep finding its ids
 MAX_WALK_FAILURES = 3  # pages a walk may fail (5xx, network) and try again
 MAX_IN_FLIGHT = 32
+#: Watched ids a discovery page must find to be free of the walk's budget (a shared account lists
+#: mostly others' batches; a page that still finds this many costs less than their retrieves).
+FOUND_TO_WALK_ON = 5
 COALESCE_DELAY = 0.01  # seconds to gather concurrent requests into one flush
 WAKE_CHUNK = 25  # waiters woken per loop iteration
 REDISCOVER = 300.0  # seconds before ids a discovery missed may send another walk looking for them
@@ -106,7 +113,9 @@ class BatchPoller:
         self._auth_reload_at = -1e9
         self._watched: Counter[str] = Counter()
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        # id -> one future per waiting caller (own futures: a cancelled trigger cancels only its
+        # own, with no shield and its callbacks per wait; GC time grows with such objects)
+        self._inflight: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self._pending: set[str] = set()
         self._flush_scheduled = False
         self._pred: dict[str, Any] = {}  # id -> id listed just before it, or _HEAD
@@ -157,17 +166,18 @@ class BatchPoller:
         if hit is not None and time.monotonic() - hit[0] <= max_age:
             self.stats["cache_hits"] += 1
             return hit[1]
-        fut = self._inflight.get(batch_id)
-        if fut is None:
-            fut = asyncio.get_running_loop().create_future()
-            fut.add_done_callback(_consume)
-            self._inflight[batch_id] = fut
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        waiters = self._inflight.get(batch_id)
+        if waiters is not None:
+            waiters.append(fut)  # a request for this id is on its way: join it
+        else:
+            self._inflight[batch_id] = [fut]
             self._pending.add(batch_id)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
-                asyncio.get_running_loop().call_later(COALESCE_DELAY, self._start_flush)
-        # shield: a cancelled trigger must not cancel a request other triggers wait for
-        return await asyncio.shield(fut)
+                loop.call_later(COALESCE_DELAY, self._start_flush)
+        return await fut
 
     # -- flushing ----------------------------------------------------------------------------
 
@@ -200,39 +210,36 @@ class BatchPoller:
                     steps.append(self._find(unknown))
                 if steps:
                     await asyncio.gather(*steps, return_exceptions=True)
-            left = [t for t in targets if t in self._inflight and not self._inflight[t].done()]
+            left = [t for t in targets if t in self._inflight]
             error = self._page_error
             if left and error is not None and time.monotonic() - error[0] < PAGE_ERROR_TTL:
                 for t in left:
-                    fut = self._inflight.pop(t, None)
-                    if fut is not None and not fut.done():
-                        fut.set_exception(error[1])
+                    self._fail(t, error[1])
                 return
             await asyncio.gather(*(self._retrieve(t) for t in left))
         except BaseException as exc:  # never leave a waiter hanging
             for t in targets:
-                fut = self._inflight.pop(t, None)
-                if fut is not None and not fut.done():
-                    fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+                self._fail(t, exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
             if not isinstance(exc, Exception):
                 raise
 
     async def _retrieve(self, batch_id: str) -> None:
-        fut = self._inflight.get(batch_id)
         try:
             async with self._sem:
                 await self._turn()
-                if fut is None or fut.done():
+                if batch_id not in self._inflight:
                     return  # a page answered it while this waited for its turn
                 self.stats["retrieves"] += 1
                 raw = await self._authed(lambda hook: hook.aget_batch_json(batch_id))
         except Exception as exc:
-            if self._inflight.get(batch_id) is fut:
-                self._inflight.pop(batch_id, None)
-            if fut is not None and not fut.done():
-                fut.set_exception(exc)
+            self._fail(batch_id, exc)
             return
         self._store(raw, resolve=True)
+
+    def _fail(self, batch_id: str, exc: BaseException) -> None:
+        for fut in self._inflight.pop(batch_id, ()):
+            if not fut.done():  # a cancelled waiter's future is done
+                fut.set_exception(exc)
 
     def _store(self, raw: dict[str, Any], *, resolve: bool) -> None:
         """Cache a batch seen in a response (if watched); resolve its waiter if asked."""
@@ -241,13 +248,14 @@ class BatchPoller:
         if resolve:
             self._resolve(raw)
 
-    def _resolve(self, raw: dict[str, Any]) -> bool:
-        """Hand a batch to whoever waits for it; True if someone did."""
-        fut = self._inflight.pop(raw["id"], None)
-        if fut is not None and not fut.done():
-            fut.set_result(raw)
-            return True
-        return False
+    def _resolve(self, raw: dict[str, Any]) -> int:
+        """Hand a batch to whoever waits for it; how many did."""
+        woken = 0
+        for fut in self._inflight.pop(raw["id"], ()):
+            if not fut.done():
+                fut.set_result(raw)
+                woken += 1
+        return woken
 
     async def _turn(self) -> None:
         """Wait for a loop iteration of our own before a CPU-heavy step (building a request
@@ -258,14 +266,14 @@ class BatchPoller:
 
     # -- paging ------------------------------------------------------------------------------
 
-    async def _page(self, cursor: Any) -> tuple[list[dict[str, Any]], bool, int] | None:
+    async def _page(self, cursor: Any) -> tuple[list[dict[str, Any]], bool, int, int] | None:
         """Fetch one list page after ``cursor`` (``_HEAD``: the first page).
 
         A cursor no page has shown yet (a discovery's guess) that the service rejects is just
         a bad guess; a rejected head page or known cursor means listing does not work here.
 
-        :return: the batches, whether more follow, how many no page had shown before;
-            None if the page could not be had.
+        :return: the batches, whether more follow, how many no page had shown before, how many
+            of them are watched; None if the page could not be had.
         """
         if not self.paging:
             return None
@@ -281,8 +289,12 @@ class BatchPoller:
             data = body["data"]
             more = bool(body.get("has_more"))
             hook = await self._get_hook()
+            watched, waiting = self._watched, self._inflight
             for item in data:  # a page with an unsafe id answers nobody
-                hook.check_batch_answer(item, "GET /batches (a list page)")
+                bid = item.get("id") if isinstance(item, dict) else None
+                # Others' batches are only cursors here: their id is checked; ours entirely.
+                if not is_valid_id(bid) or bid in watched or bid in waiting:
+                    hook.check_batch_answer(item, "GET /batches (a list page)")
         except UnsafeIdError as exc:
             # Every waiter this page should have answered gets the error: the server is not
             # to be trusted with these ids, and retrieving them one by one would not change that.
@@ -310,10 +322,11 @@ class BatchPoller:
             return None  # 5xx or network: the waiters are retrieved one by one
         self._page_error = None
         prev = cursor
-        fresh = 0
+        fresh = found = 0
         for item in data:
             bid = item["id"]
             fresh += bid not in self._pred
+            found += bid in self._unseen
             self._pred[bid] = prev
             if prev is not _HEAD:
                 self._succ[prev] = bid
@@ -324,11 +337,14 @@ class BatchPoller:
         # them all in one loop iteration would be a stall of its own.
         woken = 0
         for item in data:
-            if self._resolve(item):
-                woken += 1
-                if woken % WAKE_CHUNK == 0:
+            n = self._resolve(item)
+            if n:
+                woken += n
+                if woken >= WAKE_CHUNK:
+                    woken = 0
                     await asyncio.sleep(0)
-        return data, more, fresh
+        self.stats["watched_found_by_pages"] += found
+        return data, more, fresh, found
 
     async def _exact_pages(self, known: list[str]) -> None:
         """Refresh ids whose predecessor is known with as few cursor pages as possible.
@@ -374,7 +390,7 @@ class BatchPoller:
             if self._discovery is None or self._discovery.done():
                 self._discovery = self._spawn(self._discover())
             found = await asyncio.shield(self._discovery)
-            left = [t for t in unknown if t in self._inflight and not self._inflight[t].done()]
+            left = [t for t in unknown if t in self._inflight]
             if not found or len(left) < MIN_PAGED:
                 return
 
@@ -407,7 +423,9 @@ class BatchPoller:
                         continue  # a 5xx or a network error: try that page again
                     # else: a guessed cursor the service does not know; guess again
                 else:
-                    data, more, fresh = result
+                    data, more, fresh, found = result
+                    if found >= FOUND_TO_WALK_ON:
+                        budget[0] += 1  # a page that finds this many is cheaper than their retrieves
                     # Walk on while this stretch is new and nobody has shown what follows it
                     # (two lanes side by side would otherwise fetch everything twice).
                     if more and data and fresh and data[-1]["id"] not in self._succ:
@@ -494,9 +512,3 @@ class BatchPoller:
 def _fingerprint(hook: OpenAIBatchHook) -> str | None:
     settings = hook._async_settings
     return settings.fingerprint if settings is not None else None
-
-
-def _consume(fut: asyncio.Future[Any]) -> None:
-    # An exception nobody awaited any more (its trigger was cancelled) is not worth a warning.
-    if not fut.cancelled():
-        fut.exception()

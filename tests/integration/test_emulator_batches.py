@@ -164,7 +164,7 @@ def test_byte_and_embedding_limits(batch_emulator):
 @pytest.mark.parametrize(
     ("kwargs", "param"),
     [
-        ({"endpoint": "/v1/images/generations"}, "endpoint"),
+        ({"endpoint": "/v1/audio/speech"}, "endpoint"),
         ({"completion_window": "1h"}, "completion_window"),
         ({"metadata": {str(i): "v" for i in range(17)}}, "metadata"),
         ({"metadata": {"k" * 65: "v"}}, "metadata"),

@@ -84,6 +84,29 @@ async def test_hundreds_of_triggers_share_list_pages_and_a_typo_fails_alone(stri
     assert seen["retrieve"] <= 10, (seen, dict(poller.stats))
 
 
+async def test_on_a_busy_shared_account_discovery_walks_past_others_batches(strict):
+    """Five batches of other users around each of ours: the list is six times longer than our
+    ids alone would need, and a walk that still finds ours goes on instead of retrieving them."""
+    bench, base_url, conn_id = strict
+    created = bench._http(
+        base_url, "POST", "/_bench/create", {"n": 300, "complete_after": 0.6, "unrelated": bench.UNRELATED}
+    )
+    bench._http(base_url, "POST", "/_bench/reset_stats", {})
+    poller = get_poller(conn_id)
+
+    events = await _run_all(
+        [OpenAIBatchTrigger(conn_id=conn_id, batch_ids=[b], poll_interval=0.2) for b in created["ids"]]
+    )
+
+    assert [e["status"] for e in events] == ["success"] * 300
+    seen = bench._http(base_url, "GET", "/_bench/stats")
+    # The walk's budget is never spent; a few flushes of fewer than MIN_PAGED new ids are
+    # retrieved one by one, how many depending on the machine's load.
+    assert not poller.stats["discovery_budget_spent"], dict(poller.stats)
+    assert seen["retrieve"] <= 30, (seen, dict(poller.stats))
+    assert seen["list"] + seen["retrieve"] < len(events), (seen, dict(poller.stats))
+
+
 async def test_without_a_list_endpoint_every_batch_is_retrieved(strict):
     bench, base_url, conn_id = strict
     ids = bench._http(base_url, "POST", "/_bench/create", {"n": 20, "complete_after": 0.3})["ids"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,9 +69,12 @@ def file_json(file_id: str = "file-1", size: int = 0, purpose: str = "batch") ->
 
 
 class ScriptedServer:
-    """Serves ``route`` on 127.0.0.1; ``requests`` lists what arrived."""
+    """Serves ``route`` on 127.0.0.1; ``requests`` lists what arrived.
 
-    def __init__(self, route: Route) -> None:
+    :param tls: serve HTTPS with this server context (``url`` then says ``https``).
+    """
+
+    def __init__(self, route: Route, tls: ssl.SSLContext | None = None) -> None:
         self.route = route
         self.requests: list[Request] = []
         server = self
@@ -115,8 +119,10 @@ class ScriptedServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
         self.port = self._httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     def __enter__(self) -> ScriptedServer:

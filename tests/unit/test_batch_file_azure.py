@@ -58,7 +58,8 @@ def test_an_unknown_url_keeps_the_list_of_endpoints() -> None:
 
 @pytest.mark.parametrize("url", sorted(UNVERSIONED_ENDPOINTS))
 def test_opt_in_accepts_each_unversioned_spelling(url: str) -> None:
-    body = {"model": "m", "input": "x"}
+    body = {"model": "m", "input": "x", "prompt": "x", "messages": [{"role": "user", "content": "x"}]}
+    body["images"] = [{"image_url": "https://example.com/a.png"}]  # what every endpoint requires
     report = validate_lines([line(0, url, body), line(1, url, body)], allow_unversioned_urls=True)
     assert report.ok, report.format()
     assert report.endpoint == UNVERSIONED_ENDPOINTS[url] and report.url == url
@@ -124,7 +125,10 @@ def test_request_line_takes_the_option_as_validation_context() -> None:
     assert parsed.to_json_bytes() == json.dumps(json.loads(line(0)), separators=(",", ":")).encode() + b"\n"
     data = json.loads(line(0))
     assert RequestLine.model_validate(data, context={"allow_unversioned_urls": True}).url == data["url"]
-    assert RequestLine.from_json_line(line(0, "/v1/embeddings", {"model": "m"})).endpoint == "/v1/embeddings"
+    assert (
+        RequestLine.from_json_line(line(0, "/v1/embeddings", {"model": "m", "input": "x"})).endpoint
+        == "/v1/embeddings"
+    )
 
 
 def test_cli_azure_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

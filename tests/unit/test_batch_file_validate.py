@@ -29,6 +29,8 @@ from airflow_batch_provider.exceptions import BatchFileError
 
 CHAT = "/v1/chat/completions"
 
+MSG = [{"role": "user", "content": "x"}]  # the messages a chat body needs
+
 
 def request(i: int | str = 0, **overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
@@ -143,7 +145,11 @@ def test_utf8_encoded_surrogate_is_invalid_utf8() -> None:
 
 def test_non_ascii_utf8_is_valid() -> None:
     raw = (
-        json.dumps(request(0, body={"model": "m", "input": "café 東京"}), ensure_ascii=False) + "\n"
+        json.dumps(
+            request(0, body={"model": "m", "messages": [{"role": "user", "content": "café 東京"}]}),
+            ensure_ascii=False,
+        )
+        + "\n"
     ).encode()
     assert validate_lines([raw]).ok
 
@@ -326,22 +332,24 @@ def test_body_that_is_not_an_object(body: Any) -> None:
     assert only(validate_lines([line(0, body=body)])).code == "invalid_body"
 
 
-@pytest.mark.parametrize("body", [{"messages": []}, {"model": ""}, {"model": None}])
+@pytest.mark.parametrize(
+    "body", [{"messages": MSG}, {"model": "", "messages": MSG}, {"model": None, "messages": MSG}]
+)
 def test_body_without_model(body: dict[str, Any]) -> None:
     problem = only(validate_lines([line(0), line(1, body=body)]))
     assert (problem.line, problem.code) == (2, "missing_model")
 
 
 def test_non_string_model() -> None:
-    assert only(validate_lines([line(0, body={"model": ["a"]})])).code == "invalid_model"
+    assert only(validate_lines([line(0, body={"model": ["a"], "messages": MSG})])).code == "invalid_model"
 
 
 def test_missing_model_on_the_first_line_is_reported() -> None:
-    assert codes(validate_lines([line(0, body={}), line(1)])) == [(1, "missing_model")]
+    assert codes(validate_lines([line(0, body={"messages": MSG}), line(1)])) == [(1, "missing_model")]
 
 
 def test_more_than_one_model_in_the_file() -> None:
-    other = {"model": "gpt-4o", "messages": []}
+    other = {"model": "gpt-4o", "messages": MSG}
     report = validate_lines([line(0), line(1), line(2, body=other), line(3, body=other)])
     assert codes(report) == [(3, "model_mismatch"), (4, "model_mismatch")]
     assert '"gpt-4o" differs from "gpt-4o-mini" (first on line 1)' in report.problems[0].message
@@ -366,7 +374,7 @@ def test_more_than_50000_requests() -> None:
 
 def test_more_than_200_mb() -> None:
     pad = "x" * (4 * 1024 * 1024)  # 51 lines of 4 MiB: just over 200 MiB, one line in memory at a time
-    lines = (line(i, body={"model": "m", "pad": pad}) for i in range(51))
+    lines = (line(i, body={"model": "m", "messages": MSG, "pad": pad}) for i in range(51))
     report = validate_lines(lines)
     problem = only(report)
     assert (problem.line, problem.code) == (None, "file_too_large")
@@ -507,7 +515,7 @@ def test_memory_does_not_grow_with_file_size(tmp_path: Path) -> None:
     path = tmp_path / "big.jsonl"
     with path.open("wb") as out:
         for i in range(2_000):  # 20 MB
-            out.write(line(i, body={"model": "m", "pad": pad}))
+            out.write(line(i, body={"model": "m", "messages": MSG, "pad": pad}))
     tracemalloc.start()
     try:
         report = validate_file(path, chunk_size=256 * 1024)
@@ -543,7 +551,7 @@ def test_validator_agrees_with_request_line() -> None:
 
 
 def test_a_line_past_the_cap_is_reported_and_the_following_lines_still_checked(tmp_path: Path) -> None:
-    long_line = line(1, body={"model": "m", "pad": "z" * 3_000_000})
+    long_line = line(1, body={"model": "m", "messages": MSG, "pad": "z" * 3_000_000})
     data = line(0) + long_line + b"not json\n" + line(3) + line(3)
     path = tmp_path / "long.jsonl"
     path.write_bytes(data)
@@ -572,7 +580,7 @@ def test_a_line_over_the_cap_without_a_newline_at_the_end_of_the_file(tmp_path: 
 
 
 def test_the_cap_is_the_batch_byte_limit_when_lower_and_applies_to_lines_in_memory() -> None:
-    lines = [line(0), line(1, body={"model": "gpt-4o-mini", "pad": "p" * 500})]
+    lines = [line(0), line(1, body={"model": "gpt-4o-mini", "messages": MSG, "pad": "p" * 500})]
     report = validate_lines(lines, limits=ShardLimits(max_bytes=300))
     assert (2, "line_too_long") in codes(report)
     assert codes(validate_lines(lines, max_line_bytes=len(lines[1]) - 1)) == []  # the newline is free

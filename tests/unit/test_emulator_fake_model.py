@@ -144,7 +144,7 @@ def test_moderations_flag_trigger_words():
 
 
 def test_unknown_url_and_non_object_body():
-    assert execute("/v1/images/generations", {}).status_code == 404
+    assert execute("/v1/audio/speech", {}).status_code == 404
     assert execute("/v1/chat/completions", [1]).status_code == 400
 
 
