@@ -23,8 +23,8 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade uv || true
-	( $(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev,s3,openlineage,bench]" "apache-airflow==$(AIRFLOW_VERSION)" ) \
-	  || $(BIN)/python -m pip install -q -e ".[dev,s3,openlineage,bench]" "apache-airflow==$(AIRFLOW_VERSION)"
+	( $(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev,emulator,s3,openlineage,bench]" "apache-airflow==$(AIRFLOW_VERSION)" ) \
+	  || $(BIN)/python -m pip install -q -e ".[dev,emulator,s3,openlineage,bench]" "apache-airflow==$(AIRFLOW_VERSION)"
 	rm -f $(VENV)/.installed-*
 	$(BIN)/python -m tests.tiktoken_cache "$(TIKTOKEN_CACHE_DIR)"
 	touch $@
@@ -75,7 +75,7 @@ test-lowest:
 	test -x .venv-lowest/bin/python || $(PYTHON) -m venv .venv-lowest
 	test -x .venv-lowest/bin/uv || .venv-lowest/bin/python -m pip install -q uv
 	.venv-lowest/bin/uv pip install -q --python .venv-lowest/bin/python --resolution lowest-direct \
-	  -e ".[dev,s3,openlineage]"
+	  -e ".[dev,emulator,s3,openlineage]"
 	.venv-lowest/bin/python -m tests.tiktoken_cache "$(TIKTOKEN_CACHE_DIR)"
 	.venv-lowest/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration
 	.venv-lowest/bin/uv pip install -q --python .venv-lowest/bin/python "openai==$(OPENAI_FLOOR)"
@@ -123,7 +123,7 @@ system-test: venv
 # postgresql and redis-server: scripts/install_stack_packages.sh). Artifacts stay in
 # /tmp/airflow-batch-provider-stack-test; every process it starts ends with it.
 stack-test: venv
-	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev,s3,openlineage,bench,stack]" "apache-airflow==$(AIRFLOW_VERSION)"
+	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev,emulator,s3,openlineage,bench,stack]" "apache-airflow==$(AIRFLOW_VERSION)"
 	timeout -k 60 3600 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 \
 	  --basetemp=/tmp/airflow-batch-provider-stack-test tests/stack
 

@@ -15,9 +15,10 @@ REQUIRED = (
     "airflow_batch_provider/get_provider_info.py",
     "airflow_batch_provider/plugins/static/",
 )
+#: Never shipped: tests, venvs, caches, the examples, and the dev tooling (devtools/: make demo,
+#: make airflow), which needs a checkout.
 FORBIDDEN = (
     "tests/",
-    "devtools/",
     ".venv",
     "__pycache__",
     ".pyc",
@@ -25,6 +26,9 @@ FORBIDDEN = (
     ".demo/",
     "demo-output/",
     "scripts/",
+    "devtools/",
+    "/demo.py",
+    "/devstack.py",
 )
 #: Data files the UI plugin serves: each file of the source tree's folder must be in the wheel.
 STATIC = Path(__file__).resolve().parents[1] / "airflow_batch_provider" / "plugins" / "static"

@@ -15,14 +15,10 @@ from airflow.sdk.bases.decorator import (
     TaskDecorator,
     task_decorator_factory,
 )
-
-try:
-    from airflow.sdk.bases.decorator import determine_kwargs
-except ImportError:  # Airflow < 3.2 has it in airflow.utils.operator_helpers only
-    from airflow.utils.operator_helpers import determine_kwargs  # type: ignore[no-redef]
 from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
 from airflow.sdk.definitions.context import context_merge
 
+from airflow_batch_provider._compat import determine_kwargs
 from airflow_batch_provider.operators.submit import OpenAIBatchSubmitOperator
 
 if TYPE_CHECKING:

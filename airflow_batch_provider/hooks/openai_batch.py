@@ -17,13 +17,13 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from email.utils import parsedate_to_datetime
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 import openai
 from airflow.sdk import BaseHook, ObjectStoragePath
 
+from airflow_batch_provider._compat import connection_has_async_extras
 from airflow_batch_provider.exceptions import (
     BatchAuthError,
     BatchNotFoundError,
@@ -52,13 +52,13 @@ from airflow_batch_provider.storage import (
     write_atomically,
 )
 from airflow_batch_provider.waiting.status import BatchStatus
+from airflow_batch_provider.waiting.transient import is_transient_status, retry_after
 
 if TYPE_CHECKING:
     from openai.types import Batch, FileObject
 
 __all__ = ["OpenAIBatchHook", "close_async_clients"]
 
-_MAX_RETRY_AFTER = 60.0
 _CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-")
 
 
@@ -117,9 +117,7 @@ def _is_transient(err: BaseException) -> bool:
     if isinstance(err, openai.APIConnectionError):
         return True
     if isinstance(err, openai.APIStatusError):
-        if err.status_code == 429 and err.code == "insufficient_quota":
-            return False
-        return err.status_code in (408, 409, 429) or err.status_code >= 500
+        return is_transient_status(err.status_code, err.code)
     return False
 
 
@@ -135,19 +133,9 @@ def is_transient_error(err: BaseException) -> bool:
 
 def _retry_delay(err: BaseException, attempt: int) -> float:
     """Seconds before the next attempt: the server's Retry-After if it gave one, else backoff."""
-    response = getattr(err, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    with contextlib.suppress(TypeError, ValueError):
-        if headers.get("retry-after-ms"):
-            return min(float(headers["retry-after-ms"]) / 1000, _MAX_RETRY_AFTER)
-    value = headers.get("retry-after")
-    if value:
-        try:
-            return min(max(float(value), 0.0), _MAX_RETRY_AFTER)
-        except ValueError:
-            with contextlib.suppress(TypeError, ValueError):
-                delay = parsedate_to_datetime(value).timestamp() - time.time()
-                return min(max(delay, 0.0), _MAX_RETRY_AFTER)
+    asked = retry_after(err)
+    if asked is not None:
+        return asked
     return min(0.5 * 2**attempt, 8.0) * (1 - 0.25 * random.random())
 
 
@@ -273,7 +261,7 @@ class OpenAIBatchHook(BaseHook):
         from airflow.sdk import Connection
 
         with self._connection_defined():
-            if hasattr(Connection, "aextra_dejson"):
+            if connection_has_async_extras(Connection):
                 # Airflow >= 3.3.2: fetching and masking never block the loop.
                 conn = await self.aget_connection(self.conn_id)
                 extras = await conn.aextra_dejson()

@@ -21,22 +21,18 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import BaseOperator
 
 from airflow_batch_provider.batch_file.estimate import check_budget, estimate_file, parse_budget
-from airflow_batch_provider.batch_file.lines import (
-    ShardLimits,
-    iter_lines,
-    iter_shard_lines,
-    plan_shards,
-    validate_file,
-)
+from airflow_batch_provider.batch_file.lines import ShardLimits, iter_lines
 from airflow_batch_provider.exceptions import BatchFileError, BatchProviderError, ReconciliationError
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
 from airflow_batch_provider.lineage import asset_extra, emit_asset_events, fetch_lineage
 from airflow_batch_provider.links import OpenAIBatchManifestLink, persist_landed_manifest
+from airflow_batch_provider.payloads import BatchSummary, FetchManifest, FetchRound, FetchState, WaitEvent
 from airflow_batch_provider.pricing import format_usd
 from airflow_batch_provider.results import manifest as fm
 from airflow_batch_provider.results.join import BatchResults, InputShard, join_results
@@ -49,17 +45,8 @@ from airflow_batch_provider.storage import (
     public_uri,
     write_atomically,
 )
-from airflow_batch_provider.submission.identity import (
-    META_IDENTITY,
-    Identity,
-    batch_metadata,
-    deadline_from,
-    input_fingerprint,
-    legacy_fingerprints,
-    plan_submission,
-    run_horizon,
-    upload_filename,
-)
+from airflow_batch_provider.submission.identity import deadline_from, run_horizon, task_identity
+from airflow_batch_provider.submission.service import prepare_input, submit_shards
 from airflow_batch_provider.waiting.outcome import ERROR_REASONS
 from airflow_batch_provider.waiting.status import BatchStatus, summarize_batch
 
@@ -70,8 +57,6 @@ if TYPE_CHECKING:
 #: XCom key of the fetch's state while it waits (ids, sizes and checksums; never results).
 STATE_XCOM_KEY = "fetch_state"
 _CHUNK = 1024 * 1024
-# Validating resubmitted requests must not reject them for filling more than one batch.
-_UNSHARDED = ShardLimits(max_requests=2**62, max_bytes=2**62, max_embedding_inputs=2**62)
 
 
 class OpenAIBatchFetchOperator(BaseOperator):
@@ -156,14 +141,14 @@ class OpenAIBatchFetchOperator(BaseOperator):
         self.max_poll_interval = float(max_poll_interval)
         self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         self.max_cost_usd = max_cost_usd
-        self._manifest: dict[str, Any] | None = None  # for lineage, set by the method that finished
+        self._manifest: FetchManifest | None = None  # for lineage, set by the method that finished
 
     # ---- entry points ------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
         source = fm.normalize_batches(self.batches)  # ids checked before any path is built
         conn_id = self.conn_id or source.get("conn_id") or OpenAIBatchHook.default_conn_name
-        state = {
+        state: FetchState = {
             "conn_id": conn_id,
             "source": source,
             "destination": self._destination_text(),
@@ -180,7 +165,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
         return self._run(context, hook, state, summaries)
 
     def execute_complete(
-        self, context: Context, event: dict[str, Any] | None = None, state: dict[str, Any] | None = None
+        self, context: Context, event: WaitEvent | None = None, state: FetchState | None = None
     ) -> dict[str, Any]:
         """Resume after a wait; a fresh instance, so everything comes from ``state``.
 
@@ -213,7 +198,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
     # ---- the loop: land, join, maybe resubmit ------------------------------------------
 
     def _run(
-        self, context: Context, hook: OpenAIBatchHook, state: dict[str, Any], summaries: list[dict[str, Any]]
+        self, context: Context, hook: OpenAIBatchHook, state: FetchState, summaries: list[BatchSummary]
     ) -> dict[str, Any]:
         while True:
             current = state["rounds"][-1]
@@ -246,7 +231,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
                         )
             return self._finish(context, state, report, results.to_dict() if results else None, used_uri)
 
-    def _defer(self, context: Context, state: dict[str, Any], summaries: list[dict[str, Any]]) -> None:
+    def _defer(self, context: Context, state: FetchState, summaries: list[BatchSummary]) -> None:
         from airflow_batch_provider.triggers.openai_batch import OpenAIBatchTrigger
 
         # Also in XCom: ``dag.test()`` resumes with the trigger's event alone, not these kwargs.
@@ -410,8 +395,8 @@ class OpenAIBatchFetchOperator(BaseOperator):
         return True
 
     def _resubmit(
-        self, context: Context, hook: OpenAIBatchHook, state: Mapping[str, Any], retry_path: str, count: int
-    ) -> dict[str, Any]:
+        self, context: Context, hook: OpenAIBatchHook, state: FetchState, retry_path: str, count: int
+    ) -> FetchRound:
         """Send the retryable requests' original lines again, as new batch(es), idempotently.
 
         The identity includes the round, so a retry of this task re-attaches to the
@@ -420,84 +405,37 @@ class OpenAIBatchFetchOperator(BaseOperator):
         round_no = len(state["rounds"])
         first = state["rounds"][0]["batches"]
         declared = state["source"].get("endpoint") or first[0].get("endpoint")
-        limits = ShardLimits()
+        path = Path(retry_path)
         # The original lines again: their url is the batch's endpoint as Azure OpenAI wants it
         # spelled (it compares strings); the canonical form goes into the fingerprint.
-        report = validate_file(
-            retry_path, endpoint=declared, limits=_UNSHARDED, allow_unversioned_urls=hook.settings.azure
-        )
-        if not report.ok:
-            raise BatchFileError(
+        prepared = prepare_input(
+            path,
+            endpoint=declared,
+            limits=ShardLimits(),
+            allow_unversioned_urls=hook.settings.azure,
+            invalid=lambda report: (
                 f"The requests to resubmit (round {round_no}) do not validate for connection "
                 f"{state['conn_id']!r}, so nothing was resubmitted. Were they submitted through another "
-                f"kind of connection (Azure OpenAI or not)?\n{report.format()}",
-                report=report,
-            )
-        endpoint, line_url = report.endpoint, report.url
-        assert endpoint and line_url, "a valid report always knows its endpoint"
-        with open(retry_path, "rb") as handle:
-            shards = plan_shards(iter_lines(handle), limits)
-        fingerprint = input_fingerprint(report.sha256, endpoint, limits)
-        legacy = legacy_fingerprints(report.sha256, declared, limits)  # a retry spanning an upgrade
+                f"kind of connection (Azure OpenAI or not)?\n{report.format()}"
+            ),
+        )
         estimate = estimate_file(
-            retry_path,
+            path,
             default_output_tokens=(state["source"].get("estimate") or {}).get("default_output_tokens"),
             prices=self.prices,
-            shards=shards,
+            shards=prepared.shards,
         )
         self.log.info("Round %d estimate: %s", round_no, estimate.summary())
         check_budget(estimate, parse_budget(self.max_cost_usd), what=f"resubmission round {round_no}")
-        ti = context["ti"]
-        identity = Identity(
-            ti.dag_id,
-            f"{ti.task_id}.resubmit-{round_no}",
-            ti.run_id,
-            ti.map_index if ti.map_index is not None else -1,
+        created = submit_shards(
+            hook,
+            path,
+            prepared,
+            task_identity(context["ti"], part=f"resubmit-{round_no}"),
+            horizon=run_horizon(context),
+            metadata={"airflow_round": str(round_no)},
+            log=self.log,
         )
-        sizes = [s.byte_count for s in shards]
-        horizon = run_horizon(context)
-        found = hook.find_batches({META_IDENTITY: identity.key}, created_after=horizon)
-        plan = plan_submission(
-            identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found, legacy=legacy
-        )
-        if plan.to_create:
-            files = list(hook.iter_files(purpose="batch", created_after=horizon))
-            plan = plan_submission(
-                identity=identity.key,
-                fingerprint=fingerprint,
-                shard_sizes=sizes,
-                batches=found,
-                files=files,
-                legacy=legacy,
-            )
-        for batch in [*plan.duplicate_batches, *plan.stale_batches]:
-            self.log.warning(
-                "Cancelling batch %s: a duplicate or stale resubmission of round %d", batch.id, round_no
-            )
-            hook.cancel_batch(batch.id)
-        created = []
-        for action in plan.actions:
-            if action.batch is not None:
-                self.log.info(
-                    "Round %d: re-attached to batch %s (%s)", round_no, action.batch.id, action.batch.status
-                )
-                created.append(action.batch)
-                continue
-            file_id = action.file_id
-            if not file_id:
-                shard = shards[action.index]
-                name = upload_filename(identity.key, fingerprint, action.index, len(shards))
-                with open(retry_path, "rb") as handle:
-                    file_id = hook.upload_file(iter_shard_lines(iter_lines(handle), shard), filename=name).id
-            metadata = batch_metadata(
-                identity, fingerprint, action.index, len(shards), {"airflow_round": str(round_no)}
-            )
-            created.append(hook.create_batch(file_id, line_url, metadata=metadata))
-        for file_id in plan.orphan_file_ids:
-            try:
-                hook.delete_file(file_id)
-            except Exception as err:
-                self.log.warning("Could not delete unused upload %s: %s", file_id, err)
         summaries = [summarize_batch(b) for b in created]
         self.log.info(
             "Round %d: resubmitted %d request(s) as %s",
@@ -509,7 +447,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
             "round": round_no,
             "batch_ids": [s["id"] for s in summaries],
             "resubmitted": count,
-            "fingerprint": fingerprint,
+            "fingerprint": prepared.fingerprint,
             "estimate": fm.round_estimate(estimate.to_dict()),
             "summaries": summaries,
         }
@@ -519,27 +457,21 @@ class OpenAIBatchFetchOperator(BaseOperator):
     def _write_manifest(
         self,
         context: Context,
-        state: Mapping[str, Any],
+        state: FetchState,
         report: Any,
         results: Mapping[str, Any] | None,
         used_uri: str | None,
         *,
         status: str,
         error: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> FetchManifest:
         ti = context["ti"]
         model = state["source"].get("model") or next(
             (b.get("model") for r in state["rounds"] for b in r.get("batches") or () if b.get("model")), None
         )
-        manifest = fm.build_manifest(
+        manifest = fm.build_fetch_manifest(
             source={**state["source"], "conn_id": state["conn_id"], "model": model},
-            identity={
-                "dag_id": ti.dag_id,
-                "task_id": ti.task_id,
-                "run_id": ti.run_id,
-                "map_index": ti.map_index if ti.map_index is not None else -1,
-                "try_number": getattr(ti, "try_number", None),
-            },
+            identity={**task_identity(ti).to_dict(), "try_number": getattr(ti, "try_number", None)},
             destination=state["destination"],
             rounds=state["rounds"],
             landed=state["landed"],
@@ -560,7 +492,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
     def _finish(
         self,
         context: Context,
-        state: Mapping[str, Any],
+        state: FetchState,
         report: Any,
         results: Mapping[str, Any] | None,
         used_uri: str | None,
@@ -601,7 +533,7 @@ class OpenAIBatchFetchOperator(BaseOperator):
 # ---- helpers --------------------------------------------------------------------------------
 
 
-def _event_summaries(event: Mapping[str, Any] | None, batch_ids: Sequence[str]) -> list[dict[str, Any]]:
+def _event_summaries(event: Mapping[str, Any] | None, batch_ids: Sequence[str]) -> list[BatchSummary]:
     """Validate a trigger event; return its batch summaries. Unlike submit, failures are not fatal
     here: a failed or expired batch is accounted for request by request by the join."""
     if not isinstance(event, Mapping):
@@ -621,7 +553,7 @@ def _event_summaries(event: Mapping[str, Any] | None, batch_ids: Sequence[str]) 
         raise BatchProviderError(
             f"Trigger event covers batches {got}, but the fetch waited for {list(batch_ids)}."
         )
-    summaries = [dict(b) for b in batches]
+    summaries = [cast(BatchSummary, dict(b)) for b in batches]  # checked below: terminal, ours
     for summary in summaries:
         if not BatchStatus.is_terminal(str(summary.get("status"))):
             raise BatchProviderError(

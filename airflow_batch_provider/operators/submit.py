@@ -15,32 +15,18 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from airflow.sdk import BaseOperator
 
-try:
-    from airflow.sdk import conf
-except ImportError:  # Airflow < 3.2
-    from airflow.configuration import conf  # type: ignore[no-redef,assignment]
-
+from airflow_batch_provider._compat import conf
 from airflow_batch_provider.batch_file.estimate import check_budget, estimate_file, parse_budget
-from airflow_batch_provider.batch_file.lines import (
-    MAX_LINE_BYTES,
-    ShardInfo,
-    ShardLimits,
-    iter_lines,
-    iter_shard_lines,
-    plan_shards,
-    plural,
-    validate_file,
-)
+from airflow_batch_provider.batch_file.lines import MAX_LINE_BYTES, ShardLimits, plural
 from airflow_batch_provider.batch_file.templates import build_request_lines
 from airflow_batch_provider.destination_probe import check_fetch_destinations
 from airflow_batch_provider.exceptions import (
     BatchAuthError,
     BatchFileError,
-    BatchIdentityConflictError,
     BatchNotFoundError,
     BatchProviderError,
     BatchTimeoutError,
@@ -48,22 +34,25 @@ from airflow_batch_provider.exceptions import (
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook, is_transient_error
 from airflow_batch_provider.lineage import submit_lineage
 from airflow_batch_provider.links import batch_links, persist_batch_links, persist_failure
+from airflow_batch_provider.payloads import BatchSummary, SubmitManifest, WaitEvent
 from airflow_batch_provider.submission.identity import (
-    Identity,
     batch_metadata,
-    build_manifest,
+    build_submit_manifest,
     deadline_from,
-    fingerprint_matches,
-    input_fingerprint,
-    legacy_fingerprints,
-    plan_submission,
     run_horizon,
-    shard_label,
-    upload_filename,
+    task_identity,
+)
+from airflow_batch_provider.submission.service import (
+    INPUT_CHANGE_POLICIES,
+    cancel_batches,
+    prepare_input,
+    submit_shards,
 )
 from airflow_batch_provider.submit_checks import check_submit_arguments, open_input, record_without_template
 from airflow_batch_provider.waiting.outcome import resolve_event, totals
+from airflow_batch_provider.waiting.policy import WaitPolicy
 from airflow_batch_provider.waiting.status import BatchStatus, summarize_batch
+from airflow_batch_provider.waiting.transient import retry_after
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
@@ -77,9 +66,6 @@ if TYPE_CHECKING:
 
     RequestTemplate = ChatTemplate | EmbeddingTemplate | ResponsesTemplate | ImageTemplate
 
-# Validation must not reject a file for being larger than one batch: it gets sharded.
-_NO_FILE_LIMIT = ShardLimits(max_requests=2**62, max_bytes=2**62, max_embedding_inputs=2**62)
-_INPUT_CHANGE_POLICIES = ("cancel_and_resubmit", "resubmit", "fail")
 #: XCom key of the manifest while waiting (the return value carries it once done).
 MANIFEST_XCOM_KEY = "submit_manifest"
 
@@ -196,9 +182,9 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             custom_id_field=custom_id_field,
             endpoint=endpoint,
         )
-        if on_input_change not in _INPUT_CHANGE_POLICIES:
+        if on_input_change not in INPUT_CHANGE_POLICIES:
             raise ValueError(
-                f"on_input_change must be one of {_INPUT_CHANGE_POLICIES}, got {on_input_change!r}"
+                f"on_input_change must be one of {INPUT_CHANGE_POLICIES}, got {on_input_change!r}"
             )
         if poll_interval <= 0 or max_poll_interval < poll_interval:
             raise ValueError("poll_interval must be > 0 and max_poll_interval >= poll_interval")
@@ -255,18 +241,16 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         }
         return ShardLimits(**fields)
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> SubmitManifest:
         try:
             return self._execute(context)
         except BatchProviderError as err:
             persist_failure(context, err)  # the task tab shows why (problems, the service's error)
             raise
 
-    def _execute(self, context: Context) -> dict[str, Any]:
+    def _execute(self, context: Context) -> SubmitManifest:
         ti = context["ti"]
-        identity = Identity(
-            ti.dag_id, ti.task_id, ti.run_id, ti.map_index if ti.map_index is not None else -1
-        )
+        identity = task_identity(ti)
         limits = self._limits()
         self._batch_link_urls = []  # nothing submitted yet: no link, and no XCom lookup for one
         # Fail on bad metadata or a bad budget before reading or uploading anything.
@@ -277,31 +261,21 @@ class OpenAIBatchSubmitOperator(BaseOperator):
 
         hook = self.hook
         with self._input() as (path, input_uri, input_conn_id, default_endpoint):
-            report = validate_file(
+            prepared = prepare_input(
                 path,
                 endpoint=self.endpoint or default_endpoint,
-                limits=_NO_FILE_LIMIT,
+                limits=limits,
                 # Azure OpenAI also takes its unversioned urls (/chat/completions); OpenAI does not.
                 allow_unversioned_urls=hook.settings.azure,
+                invalid=lambda report: (
+                    f"The batch input is invalid, so nothing was uploaded or created "
+                    f"({plural(report.problem_count, 'problem')}); fix these lines:\n{report.format()}"
+                ),
                 # A line must fit one shard; longer ones are reported, never held whole in memory.
                 max_line_bytes=min(MAX_LINE_BYTES, limits.max_bytes),
+                source=input_uri or "requests",  # never the name of the records' temp file
             )
-            report.source = input_uri or "requests"  # never the name of the records' temp file
-            if not report.ok:
-                raise BatchFileError(
-                    f"The batch input is invalid, so nothing was uploaded or created "
-                    f"({plural(report.problem_count, 'problem')}); fix these lines:\n{report.format()}",
-                    report=report,
-                )
-            # The canonical endpoint is the identity (fingerprint, manifest); the batch is created
-            # with the lines' own spelling, as Azure requires the two strings to match.
-            endpoint, line_url = report.endpoint, report.url
-            assert endpoint and line_url, "a valid report always knows its endpoint"
-            with path.open("rb") as fileobj:
-                shards = plan_shards(iter_lines(fileobj), limits)
-            fingerprint = input_fingerprint(report.sha256, endpoint, limits)
-            # A retry that spans an upgrade: the previous scheme hashed the endpoint as spelled.
-            legacy = legacy_fingerprints(report.sha256, self.endpoint or default_endpoint or endpoint, limits)
+            report, shards, fingerprint = prepared.report, prepared.shards, prepared.fingerprint
             self.log.info(
                 "Input %s: %s, %s, model %s -> %s; identity %s, fingerprint %s",
                 input_uri or "(records)",
@@ -317,20 +291,22 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             )
             self.log.info("Estimate: %s", estimate.summary())
             check_budget(estimate, budget)  # before any upload: a failed guard costs nothing
-            batches = self._submit(
+            batches = submit_shards(
                 hook,
                 path,
+                prepared,
                 identity,
-                fingerprint,
-                line_url,
-                shards,
                 horizon=run_horizon(context),
-                legacy=legacy,
+                metadata=self.metadata,
+                on_input_change=self.on_input_change,
+                completion_window=self.completion_window,
+                output_expires_after=self.output_expires_after,
+                log=self.log,
             )
 
-        manifest = build_manifest(
+        manifest = build_submit_manifest(
             conn_id=self.conn_id,
-            endpoint=endpoint,
+            endpoint=prepared.endpoint,
             model=report.model,
             fingerprint=fingerprint,
             identity=identity,
@@ -381,8 +357,8 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         return self._complete(manifest, event)
 
     def execute_complete(
-        self, context: Context, event: dict[str, Any] | None = None, manifest: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+        self, context: Context, event: WaitEvent | None = None, manifest: SubmitManifest | None = None
+    ) -> SubmitManifest:
         """Resume after the trigger fired.
 
         A fresh operator instance: everything comes from the method kwargs, or from the
@@ -447,130 +423,32 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             return build_request_lines(records, self.request_template, self.custom_id_field)
         return (_as_line(r, i) for i, r in enumerate(records))
 
-    # ---- submit -------------------------------------------------------------------------
-
-    def _submit(
-        self,
-        hook: OpenAIBatchHook,
-        path: Any,
-        identity: Identity,
-        fingerprint: str,
-        endpoint: str,
-        shards: list[ShardInfo],
-        *,
-        horizon: float | None,
-        legacy: Sequence[str] = (),
-    ) -> list[Any]:
-        sizes = [s.byte_count for s in shards]
-        # Nothing of this run predates the horizon: the listing stops there, not at the
-        # account's first batch.
-        found = hook.find_batches({"airflow_identity": identity.key}, created_after=horizon)
-        plan = plan_submission(
-            identity=identity.key, fingerprint=fingerprint, shard_sizes=sizes, batches=found, legacy=legacy
-        )
-        if plan.to_create:  # only then are uploads worth listing
-            files = list(hook.iter_files(purpose="batch", created_after=horizon))
-            plan = plan_submission(
-                identity=identity.key,
-                fingerprint=fingerprint,
-                shard_sizes=sizes,
-                batches=found,
-                files=files,
-                legacy=legacy,
-            )
-
-        if plan.input_changed and plan.to_create:
-            old = [
-                b.id
-                for b in found
-                if b.metadata
-                and not fingerprint_matches(b.metadata.get("airflow_fingerprint"), fingerprint, legacy)
-            ]
-            message = (
-                f"The input changed since this task instance created batches {old} "
-                f"(fingerprints {plan.previous_fingerprints}, now {fingerprint})"
-            )
-            if self.on_input_change == "fail":
-                raise BatchIdentityConflictError(
-                    f"{message}; on_input_change='fail'. Cancel or keep them, then set "
-                    "on_input_change='resubmit' (or restore the input) and clear the task."
-                )
-            self.log.warning("%s: creating new batches for the new input.", message)
-            if self.on_input_change == "cancel_and_resubmit" and plan.stale_batches:
-                self._cancel(hook, [b.id for b in plan.stale_batches], reason="their input was replaced")
-        if plan.duplicate_batches:
-            self._cancel(hook, [b.id for b in plan.duplicate_batches], reason="duplicates of a shard's batch")
-        for batch in plan.replaced_batches:
-            self.log.warning(
-                "Batch %s of this input ended %s: creating a new one for its shard.", batch.id, batch.status
-            )
-
-        result: list[Any] = []
-        for action in plan.actions:
-            shard = shards[action.index]
-            label = shard_label(action.index, len(shards))
-            if action.batch is not None:
-                self.log.info(
-                    "Shard %s: re-attached to batch %s (%s) from an earlier try, nothing uploaded.",
-                    label,
-                    action.batch.id,
-                    action.batch.status,
-                )
-                result.append(action.batch)
-                continue
-            file_id = action.file_id
-            if file_id:
-                self.log.info("Shard %s: reusing upload %s left by an earlier try.", label, file_id)
-            else:
-                name = upload_filename(identity.key, fingerprint, action.index, len(shards))
-                with path.open("rb") as fileobj:
-                    uploaded = hook.upload_file(iter_shard_lines(iter_lines(fileobj), shard), filename=name)
-                file_id = uploaded.id
-                self.log.info(
-                    "Shard %s: uploaded %d requests as %s (%s).", label, shard.line_count, file_id, name
-                )
-            batch = hook.create_batch(
-                file_id,
-                endpoint,
-                completion_window=self.completion_window,
-                metadata=batch_metadata(identity, fingerprint, action.index, len(shards), self.metadata),
-                output_expires_after=None
-                if self.output_expires_after is None
-                else {"anchor": "created_at", "seconds": int(self.output_expires_after)},
-            )
-            self.log.info("Shard %s: created batch %s from %s.", label, batch.id, file_id)
-            result.append(batch)
-
-        for file_id in plan.orphan_file_ids:
-            try:
-                hook.delete_file(file_id)
-                self.log.info("Deleted upload %s that no batch uses (left by an earlier try).", file_id)
-            except Exception as err:
-                self.log.warning("Could not delete orphaned upload %s: %s", file_id, err)
-        return result
-
     def _cancel(self, hook: OpenAIBatchHook, batch_ids: Iterable[str], *, reason: str) -> None:
-        for batch_id in batch_ids:
-            try:
-                hook.cancel_batch(batch_id)
-                self.log.warning("Cancelled batch %s: %s.", batch_id, reason)
-            except Exception as err:
-                self.log.warning("Could not cancel batch %s (%s): %s", batch_id, reason, err)
+        cancel_batches(hook, batch_ids, reason=reason, log=self.log)
 
     # ---- wait and complete ------------------------------------------------------------
 
     def _wait_sync(
         self, hook: OpenAIBatchHook, batch_ids: Sequence[str], deadline: float | None
-    ) -> dict[str, Any]:
-        """Poll in the worker until every batch is terminal; return an event shaped like the trigger's."""
-        latest: dict[str, dict[str, Any]] = {}
-        interval, errors, seen = self.poll_interval, 0, None
+    ) -> WaitEvent:
+        """Poll in the worker until every batch is terminal; return an event shaped like the trigger's.
+
+        The trigger's :class:`~airflow_batch_provider.waiting.policy.WaitPolicy` decides the delays.
+        """
+        latest: dict[str, BatchSummary] = {}
+        policy = WaitPolicy(
+            self.poll_interval,
+            self.max_poll_interval,
+            max_transient_errors=self.max_transient_errors,
+            deadline=deadline,
+        )
+        seen = None
         while True:
+            failure: BaseException | None = None
             try:
                 for batch_id in batch_ids:
                     if batch_id not in latest or not BatchStatus.is_terminal(latest[batch_id]["status"]):
                         latest[batch_id] = summarize_batch(hook.get_batch(batch_id))
-                errors = 0
             except BatchAuthError as err:
                 return _error_event("auth", str(err), latest)
             except BatchNotFoundError as err:
@@ -578,40 +456,46 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             except Exception as err:
                 if not is_transient_error(err):  # a 400 or a bug: polling again will not fix it
                     raise
+                failure = err
+            delay: float | None = None
+            if failure is not None:
                 # Transient: the hook already retried with backoff; tolerate a few more rounds.
-                errors += 1
-                self.log.warning("Polling failed (%d/%d): %s", errors, self.max_transient_errors, err)
-                if errors > self.max_transient_errors:
-                    return _error_event("polling_error", f"polling kept failing: {err}", latest)
+                delay = policy.after_transient_error(retry_after(failure))
+                self.log.warning(
+                    "Polling failed (%d/%d): %s", policy.failed_rounds, self.max_transient_errors, failure
+                )
+                if delay is None:
+                    return _error_event("polling_error", f"polling kept failing: {failure}", latest)
             summaries = [latest[b] for b in batch_ids if b in latest]
             if len(summaries) == len(batch_ids) and all(
                 BatchStatus.is_terminal(s["status"]) for s in summaries
             ):
                 return {"status": "success", "batches": summaries}
-            progress = (sorted((s["id"], s["status"]) for s in summaries), totals(summaries))
-            if progress != seen:
-                seen, interval = progress, self.poll_interval
-                counts = progress[1]
-                self.log.info(
-                    "Waiting for %s: %s; %d completed, %d failed of %d requests",
-                    plural(len(batch_ids), "batch", "batches"),
-                    ", ".join(f"{b}={s}" for b, s in progress[0]),
-                    counts["completed"],
-                    counts["failed"],
-                    counts["total"],
-                )
-            else:
-                interval = min(interval * 1.5, self.max_poll_interval)
+            if delay is None:  # answered
+                progress = (sorted((s["id"], s["status"]) for s in summaries), totals(summaries))
+                changed = progress != seen
+                if changed:
+                    seen = progress
+                    counts = progress[1]
+                    self.log.info(
+                        "Waiting for %s: %s; %d completed, %d failed of %d requests",
+                        plural(len(batch_ids), "batch", "batches"),
+                        ", ".join(f"{b}={s}" for b, s in progress[0]),
+                        counts["completed"],
+                        counts["failed"],
+                        counts["total"],
+                    )
+                delay = policy.after_poll(changed=changed)
             now = time.time()
-            if deadline is not None and now >= deadline:
+            if policy.expired(now):
                 return _error_event(
                     "timeout",
                     f"the wall-clock budget of {self.timeout}s ended before every batch finished",
                     latest,
                 )
-            time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - now)))
+            time.sleep(policy.sleep_for(policy.jittered(delay), now))
 
-    def _complete(self, manifest: dict[str, Any], event: dict[str, Any] | None) -> dict[str, Any]:
+    def _complete(self, manifest: SubmitManifest, event: Mapping[str, Any] | None) -> SubmitManifest:
         try:
             summaries = resolve_event(
                 event,
@@ -640,7 +524,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             ) from err
         finally:
             self._live_batch_ids = []
-        manifest = {**manifest, "batches": summaries}
+        manifest = cast(SubmitManifest, {**manifest, "batches": summaries})
         counts = totals(summaries)
         self.log.info(
             "Done: %s; %d of %d requests completed, %d failed.",
@@ -660,7 +544,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         return submit_lineage(manifest) if manifest else OperatorLineage()
 
 
-def _error_event(reason: str, message: str, latest: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+def _error_event(reason: str, message: str, latest: Mapping[str, BatchSummary]) -> WaitEvent:
     return {"status": "error", "reason": reason, "message": message, "batches": list(latest.values())}
 
 

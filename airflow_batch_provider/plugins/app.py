@@ -58,7 +58,7 @@ from airflow_batch_provider.plugins.view_model import (
     error_codes,
     estimate_view,
     failure_view,
-    totals,
+    task_totals,
 )
 from airflow_batch_provider.waiting.status import BatchStatus, summarize_batch
 
@@ -351,7 +351,7 @@ def task_view(
         fetch = dict(refs.fetch)
         fetch["results_href"] = browser_href(fetch.get("results_uri"))
         fetch["manifest_href"] = browser_href(fetch.get("manifest_uri"))
-    total = totals(views)
+    total = task_totals(views)
     active = refs.state in _ACTIVE_TI_STATES or not total["all_terminal"]
     return {
         "task_instance": {

@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from airflow_batch_provider.plugins.view_model import format_duration, place_label, seconds_of
+from airflow_batch_provider.plugins.view_model import place_label, seconds_of
 from airflow_batch_provider.pricing import format_usd
-from airflow_batch_provider.waiting.status import BatchStatus
+from airflow_batch_provider.waiting.status import BatchStatus, format_duration
 
 #: Seconds between refreshes of a page whose batches may still change.
 REFRESH_SECONDS = 10

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_batch_provider.pricing import Usage, estimate_cost
-from airflow_batch_provider.waiting.status import BatchStatus, summarize_batch
+from airflow_batch_provider.waiting.status import BatchStatus, format_duration, summarize_batch
 
 #: Metadata keys the submit operator writes (shown as the batch's Airflow identity).
 META_DAG_ID = "airflow_dag_id"
@@ -118,21 +118,6 @@ def estimate_eta(
         else:
             result["text"] = "no request finished yet; no estimate"
     return result
-
-
-def format_duration(seconds: float | None) -> str:
-    """``42`` -> ``"42s"``, ``75`` -> ``"1m 15s"``, ``7500`` -> ``"2h 5m"``, ``None`` -> ``""``."""
-    if seconds is None:
-        return ""
-    total = int(round(max(seconds, 0.0)))
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
 
 
 def browser_href(uri: str | None) -> str | None:
@@ -323,7 +308,7 @@ def _is_summary(batch: Any) -> bool:
     return isinstance(batch, Mapping) and "timings" in batch and "request_counts" in batch
 
 
-def totals(batches: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+def task_totals(batches: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Progress, usage and cost added up over a task's batches.
 
     Each request counts once, with its final outcome: a resubmission round (``round`` >= 2)

@@ -81,6 +81,7 @@ from airflow_batch_provider import _json
 from airflow_batch_provider.exceptions import BatchFileError, ReconciliationError
 from airflow_batch_provider.pricing import Usage
 from airflow_batch_provider.results.reconciliation import STATUSES, Reconciliation, ResultStatus
+from airflow_batch_provider.waiting.transient import is_transient_status
 
 __all__ = [
     "STATUSES",
@@ -100,8 +101,6 @@ __all__ = [
 ]
 
 
-#: HTTP statuses worth another attempt (as the SDK retries them), besides every 5xx.
-RETRYABLE_STATUS_CODES = frozenset({408, 409, 429})
 #: Error codes/types worth another attempt.
 RETRYABLE_CODES = frozenset(
     {
@@ -209,7 +208,7 @@ def is_retryable_error(status_code: int | None, *codes: str | None) -> bool:
     known = {c for c in codes if c}
     if known & NEVER_RETRY_CODES:
         return False
-    if status_code is not None and (status_code in RETRYABLE_STATUS_CODES or status_code >= 500):
+    if status_code is not None and is_transient_status(status_code):
         return True
     return bool(known & RETRYABLE_CODES)
 

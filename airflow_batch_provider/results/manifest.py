@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from airflow_batch_provider.ids import check_user_id
+from airflow_batch_provider.payloads import FetchManifest
 from airflow_batch_provider.storage import public_uri
 
 MANIFEST_VERSION = 1
@@ -233,7 +234,7 @@ def landed_entry(batch_id: str, kind: str, file_id: str, landed: Mapping[str, An
     return {k: row.get(k) for k in _LANDED_KEYS}
 
 
-def build_manifest(
+def build_fetch_manifest(
     *,
     source: Mapping[str, Any],
     identity: Mapping[str, Any],
@@ -249,7 +250,7 @@ def build_manifest(
     finished_at: float,
     status: str,
     error: str | None = None,
-) -> dict[str, Any]:
+) -> FetchManifest:
     """Assemble ``manifest.json``.
 
     :param source: From :func:`normalize_batches` (endpoint, model, fingerprint, shards).

@@ -15,19 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_batch_provider._compat import AirflowSensorTimeout, conf
 from airflow_batch_provider.batch_file.lines import plural
 from airflow_batch_provider.exceptions import BatchServiceError, BatchTimeoutError
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook, is_transient_error
+from airflow_batch_provider.payloads import BatchSummary, WaitEvent
 from airflow_batch_provider.results.manifest import normalize_batches
 from airflow_batch_provider.storage import public_uri
 from airflow_batch_provider.triggers.openai_batch import DEADLINE_GRACE, OpenAIBatchTrigger
 from airflow_batch_provider.waiting.outcome import check_batches, resolve_event, totals
+from airflow_batch_provider.waiting.policy import WaitPolicy
 from airflow_batch_provider.waiting.status import BatchStatus, summarize_batch
-
-try:
-    from airflow.sdk.configuration import conf
-except ImportError:  # Airflow < 3.2
-    from airflow.configuration import conf  # type: ignore[no-redef]
+from airflow_batch_provider.waiting.transient import retry_after
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -108,7 +107,7 @@ class OpenAIBatchSensor(BaseSensorOperator):
         source["conn_id"] = self.conn_id or source.get("conn_id") or OpenAIBatchHook.default_conn_name
         return source
 
-    def _result(self, source: dict[str, Any], summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    def _result(self, source: dict[str, Any], summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         base = dict(source["manifest"] or {})
         if base.get("input_uri"):  # a manifest recorded before URIs lost their query
             base["input_uri"] = public_uri(base["input_uri"])
@@ -123,7 +122,7 @@ class OpenAIBatchSensor(BaseSensorOperator):
         )
         return base
 
-    def _check(self, source: dict[str, Any], summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _check(self, source: dict[str, Any], summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         return check_batches(
             summaries,
             fail_on_expired=self.fail_on_expired,
@@ -156,13 +155,8 @@ class OpenAIBatchSensor(BaseSensorOperator):
             timeout=timedelta(seconds=self.timeout + DEADLINE_GRACE + 60),
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+    def execute_complete(self, context: Context, event: WaitEvent | None = None) -> Any:
         """Resume after the trigger fired: apply the completion semantics to its event."""
-        try:
-            from airflow.sdk.exceptions import AirflowSensorTimeout
-        except ImportError:  # Airflow < 3.2
-            from airflow.exceptions import AirflowSensorTimeout  # type: ignore[no-redef]
-
         source = self._source()
         try:
             summaries = resolve_event(
@@ -188,8 +182,10 @@ class OpenAIBatchSensor(BaseSensorOperator):
                 if not is_transient_error(exc):  # e.g. no quota left: waiting will not fix it
                     raise
                 # The hook already retried; more failed pokes in a row are tolerated up to the cap.
-                self._transient_errors = self._count_transient_error(context)
-                if self._transient_errors > self.max_transient_errors:
+                policy = self._wait_policy(failed_rounds=self._count_transient_error(context) - 1)
+                delay = policy.after_transient_error(retry_after(exc))
+                self._transient_errors = policy.failed_rounds
+                if delay is None:
                     raise
                 self.log.warning(
                     "Reading the batches failed (%d/%d in a row), trying again next poke: %s",
@@ -200,8 +196,8 @@ class OpenAIBatchSensor(BaseSensorOperator):
                 if not (self.reschedule and context.get("task_state_store") is None):
                     return False
                 # Reschedule mode without a task state store (Airflow < 3.3) cannot carry the
-                # count to the next run: keep the streak in this run instead.
-                time.sleep(self.poke_interval)
+                # count to the next run: keep the streak in this run, waiting as the policy says.
+                time.sleep(policy.jittered(delay))
         self._transient_errors = 0
         pending = [s for s in summaries if not BatchStatus.is_terminal(s["status"])]
         t = totals(summaries)
@@ -217,6 +213,15 @@ class OpenAIBatchSensor(BaseSensorOperator):
         if pending:
             return False
         return PokeReturnValue(is_done=True, xcom_value=self._result(source, self._check(source, summaries)))
+
+    def _wait_policy(self, failed_rounds: int = 0) -> WaitPolicy:
+        """The trigger's wait policy, for the pokes (their interval is Airflow's ``poke_interval``)."""
+        return WaitPolicy(
+            self.poke_interval,
+            self.max_poll_interval,
+            max_transient_errors=self.max_transient_errors,
+            failed_rounds=failed_rounds,
+        )
 
     def _count_transient_error(self, context: Context) -> int:
         """This failed poke's place in the current run of failures, counted across reschedules.
@@ -239,6 +244,6 @@ class OpenAIBatchSensor(BaseSensorOperator):
         store.set(_TRANSIENT_ERRORS_KEY, {"try": ti.try_number, "reschedule": reschedule, "errors": errors})
         return errors
 
-    def _read(self, source: dict[str, Any]) -> list[dict[str, Any]]:
+    def _read(self, source: dict[str, Any]) -> list[BatchSummary]:
         hook = OpenAIBatchHook(conn_id=source["conn_id"])
         return [summarize_batch(hook.get_batch(bid)) for bid in source["batch_ids"]]

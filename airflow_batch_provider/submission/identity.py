@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from airflow_batch_provider.payloads import SubmitManifest, SubmitShard
 from airflow_batch_provider.waiting.status import BatchStatus
 
 META_IDENTITY = "airflow_identity"
@@ -99,6 +100,17 @@ class Identity:
             "run_id": self.run_id,
             "map_index": self.map_index,
         }
+
+
+def task_identity(ti: Any, *, part: str | None = None) -> Identity:
+    """The identity of a task instance (``context["ti"]``).
+
+    :param part: Names a part of the task with batches of its own, e.g. ``"resubmit-1"``
+        for the fetch's first resubmission round (``<task_id>.<part>``).
+    """
+    map_index = getattr(ti, "map_index", None)
+    task_id = ti.task_id if part is None else f"{ti.task_id}.{part}"
+    return Identity(ti.dag_id, task_id, ti.run_id, -1 if map_index is None else map_index)
 
 
 def identity_key(dag_id: str, task_id: str, run_id: str, map_index: int | None = -1) -> str:
@@ -395,7 +407,7 @@ def plan_submission(
     return plan
 
 
-def build_manifest(
+def build_submit_manifest(
     *,
     conn_id: str,
     endpoint: str,
@@ -406,7 +418,7 @@ def build_manifest(
     shards: Sequence[Any],
     batches: Sequence[Any],
     input_conn_id: str | None = None,
-) -> dict[str, Any]:
+) -> SubmitManifest:
     """Build the submit manifest (the operator's XCom return value): ids and sizes, no requests.
 
     :param input_uri: The input file, as it may be recorded (``storage.public_uri``: no query,
@@ -417,7 +429,7 @@ def build_manifest(
     """
     if len(shards) != len(batches):
         raise ValueError(f"{len(shards)} shards but {len(batches)} batches")
-    rows = []
+    rows: list[SubmitShard] = []
     for shard, batch in zip(shards, batches, strict=True):
         rows.append(
             {

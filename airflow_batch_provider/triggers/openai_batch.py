@@ -15,14 +15,12 @@ the triggerer's event loop, which every deferred task of the deployment shares.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -36,6 +34,7 @@ from airflow_batch_provider.exceptions import (
 from airflow_batch_provider.hooks.clients import redact
 from airflow_batch_provider.hooks.openai_batch import OpenAIBatchHook
 from airflow_batch_provider.ids import check_user_id
+from airflow_batch_provider.payloads import BatchSummary, WaitEvent
 from airflow_batch_provider.triggers.poller import get_poller
 from airflow_batch_provider.waiting.outcome import (
     REASON_AUTH,
@@ -43,13 +42,10 @@ from airflow_batch_provider.waiting.outcome import (
     REASON_POLLING_ERROR,
     REASON_TIMEOUT,
 )
-from airflow_batch_provider.waiting.status import BatchStatus, summarize_batch
+from airflow_batch_provider.waiting.policy import WaitPolicy
+from airflow_batch_provider.waiting.status import BatchStatus, format_duration, summarize_batch
+from airflow_batch_provider.waiting.transient import error_chain, is_transient_status, retry_after, status_of
 
-#: Growth of the poll interval while nothing changes (then jittered by +-10 %).
-BACKOFF = 1.5
-JITTER = 0.1
-#: Longest Retry-After honoured, seconds; beyond it the normal backoff applies.
-MAX_RETRY_AFTER = 600.0
 #: Seconds a poll started before the deadline may run past it before the trigger times out.
 DEADLINE_GRACE = 5.0
 #: Longest spread of first polls, seconds (a restart resumes every trigger at once).
@@ -139,21 +135,26 @@ class OpenAIBatchTrigger(BaseTrigger):
             poller.unwatch(self.batch_ids)
         yield TriggerEvent(event)
 
-    async def _wait(self, poller: Any) -> dict[str, Any]:
+    async def _wait(self, poller: Any) -> WaitEvent:
         progress = _Progress(self.batch_ids)
         active = list(self.batch_ids)
-        interval = self.poll_interval
-        failed_rounds = 0
+        policy = WaitPolicy(
+            self.poll_interval,
+            self.max_poll_interval,
+            max_transient_errors=self.max_transient_errors,
+            deadline=self.deadline,
+        )
         # A triggerer (re)start resumes many triggers at once: spread their first polls over
         # the interval (the shared poller still serves them with shared list pages).
         spread = random.uniform(0, min(self.poll_interval, FIRST_POLL_SPREAD))
-        left = self._time_left()
-        await asyncio.sleep(spread if left is None else min(spread, left))
+        await asyncio.sleep(policy.sleep_for(spread, time.time()))
         while True:
-            max_age = min(interval / 4, 30.0)  # another trigger's recent read is as good as ours
+            max_age = min(policy.interval / 4, 30.0)  # another trigger's recent read is as good as ours
             try:
                 # A poll hanging in the SDK's retries must not outlive the deadline by much.
-                results = await _within(self._time_left(grace=DEADLINE_GRACE), _poll(poller, active, max_age))
+                results = await _within(
+                    policy.time_left(time.time(), DEADLINE_GRACE), _poll(poller, active, max_age)
+                )
             except asyncio.TimeoutError:
                 return self._error(REASON_TIMEOUT, self._timeout_message())
             transient: list[tuple[str, BaseException]] = []
@@ -179,45 +180,31 @@ class OpenAIBatchTrigger(BaseTrigger):
                 progress.update(self._latest, self.log)
                 return {"status": "success", "batches": self._summaries()}
             # Checked after a poll, so a batch that ended just before the deadline still counts.
-            if self.deadline is not None and time.time() >= self.deadline:
+            if policy.expired(time.time()):
                 return self._error(REASON_TIMEOUT, self._timeout_message())
             if transient:
-                failed_rounds += 1
                 bid, last = transient[-1]
-                if failed_rounds > self.max_transient_errors:
+                next_delay = policy.after_transient_error(max((retry_after(e) or 0.0) for _, e in transient))
+                if next_delay is None:
                     return self._error(
                         REASON_POLLING_ERROR,
-                        f"Polling failed {failed_rounds} rounds in a row on connection {self.conn_id!r} "
-                        f"(max_transient_errors={self.max_transient_errors}); last error, batch {bid}: "
-                        f"{_describe(last)}. The batches keep running on the service; clear the task "
-                        "to wait again once the service answers (no new batch is created).",
+                        f"Polling failed {policy.failed_rounds} rounds in a row on connection "
+                        f"{self.conn_id!r} (max_transient_errors={self.max_transient_errors}); last error, "
+                        f"batch {bid}: {_describe(last)}. The batches keep running on the service; clear "
+                        "the task to wait again once the service answers (no new batch is created).",
                     )
-                delay = min(self.poll_interval * BACKOFF**failed_rounds, self.max_poll_interval)
-                delay = max(delay, max((_retry_after(e) or 0.0) for _, e in transient))
+                delay = next_delay
                 self.log.warning(
                     "Polling %d batch(es) failed (%d/%d rounds in a row), next try in %.1fs: %s",
                     len(transient),
-                    failed_rounds,
+                    policy.failed_rounds,
                     self.max_transient_errors,
                     delay,
                     _describe(last),
                 )
             else:
-                failed_rounds = 0
-                if progress.update(self._latest, self.log):
-                    interval = self.poll_interval
-                else:
-                    interval = min(interval * BACKOFF, self.max_poll_interval)
-                delay = interval
-            delay = _aligned(delay * random.uniform(1 - JITTER, 1 + JITTER))
-            left = self._time_left()
-            await asyncio.sleep(delay if left is None else min(delay, left))
-
-    def _time_left(self, grace: float = 0.0) -> float | None:
-        """Seconds until the deadline (plus ``grace``), never negative; None without a deadline."""
-        if self.deadline is None:
-            return None
-        return max(self.deadline - time.time(), 0.0) + grace
+                delay = policy.after_poll(changed=progress.update(self._latest, self.log))
+            await asyncio.sleep(policy.sleep_for(_aligned(policy.jittered(delay)), time.time()))
 
     # -- kill / cleanup ------------------------------------------------------------------------
 
@@ -252,10 +239,10 @@ class OpenAIBatchTrigger(BaseTrigger):
 
     # -- events and messages -------------------------------------------------------------------
 
-    def _summaries(self) -> list[dict[str, Any]]:
+    def _summaries(self) -> list[BatchSummary]:
         return [summarize_batch(self._latest[b]) for b in self.batch_ids if b in self._latest]
 
-    def _error(self, reason: str, message: str) -> dict[str, Any]:
+    def _error(self, reason: str, message: str) -> WaitEvent:
         self.log.error("%s", message)
         return {"status": "error", "reason": reason, "message": message, "batches": self._summaries()}
 
@@ -319,7 +306,7 @@ class _Progress:
                 # Done: a rate and an ETA of a finished batch say nothing ("0.0 req/s; ETA -").
                 log.info("Batches %s: %d/%d requests done (%s), %d failed", status, done, total, pct, failed)
             else:
-                eta = _duration((total - done) / rate) if rate > 0 and total > done else "-"
+                eta = format_duration((total - done) / rate) if rate > 0 and total > done else "-"
                 log.info(
                     "Batches %s: %d/%d requests done (%s), %d failed; %.1f req/s; ETA %s",
                     status,
@@ -384,23 +371,6 @@ def _state(batch: dict[str, Any] | None) -> str:
     return f"{batch['status']} {ok + failed}/{total}"
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """The exception and its causes (the hook raises its own errors ``from None``: context kept)."""
-    seen: list[BaseException] = []
-    cur: BaseException | None = exc
-    while cur is not None and cur not in seen and len(seen) < 5:
-        seen.append(cur)
-        cur = cur.__cause__ or cur.__context__
-    return seen
-
-
 def _classify(exc: BaseException) -> str:
     if isinstance(exc, BatchAuthError):
         return _AUTH
@@ -408,40 +378,21 @@ def _classify(exc: BaseException) -> str:
         return _NOT_FOUND
     if isinstance(exc, (BatchServiceError, asyncio.CancelledError, asyncio.TimeoutError, OSError)):
         return _TRANSIENT
-    status = next((s for e in _chain(exc) if isinstance(s := getattr(e, "status_code", None), int)), None)
+    status = status_of(exc)
     if status in (401, 403):
         return _AUTH
     if status == 404:
         return _NOT_FOUND
     if status is not None:
-        return _TRANSIENT if status in (408, 409, 429) or status >= 500 else _FATAL
+        return _TRANSIENT if is_transient_status(status) else _FATAL
     if isinstance(exc, BatchProviderError):
         return _FATAL
     if isinstance(exc, RuntimeError) and "client has been closed" in str(exc):
         return _TRANSIENT  # the shared client was closed under us; the next poll builds a new one
-    name = {type(e).__name__ for e in _chain(exc)}
+    name = {type(e).__name__ for e in error_chain(exc)}
     if name & {"APIConnectionError", "APITimeoutError", "ConnectError", "ReadTimeout", "RemoteProtocolError"}:
         return _TRANSIENT
     return _FATAL
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    """Seconds the service asked to wait (``retry-after-ms`` / ``retry-after``), if it said."""
-    for e in _chain(exc):
-        headers = getattr(getattr(e, "response", None), "headers", None)
-        if not headers:
-            continue
-        with contextlib.suppress(TypeError, ValueError):
-            if headers.get("retry-after-ms"):
-                return min(float(headers["retry-after-ms"]) / 1000, MAX_RETRY_AFTER)
-            value = headers.get("retry-after")
-            if value:
-                try:
-                    return min(max(float(value), 0.0), MAX_RETRY_AFTER)
-                except ValueError:
-                    delay = parsedate_to_datetime(value).timestamp() - time.time()
-                    return min(max(delay, 0.0), MAX_RETRY_AFTER)
-    return None
 
 
 def _describe(exc: BaseException) -> str:

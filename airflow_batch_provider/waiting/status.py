@@ -1,13 +1,16 @@
 """The one batch status vocabulary shared by the hook, trigger, sensor and operators.
 
 Pure: no Airflow, no HTTP. ``summarize_batch`` turns the SDK's ``Batch`` into the
-small JSON-safe dict that travels in trigger events and XCom.
+small JSON-safe dict that travels in trigger events and XCom; ``format_duration`` writes
+its timings (and every ETA) for people.
 """
 
 from __future__ import annotations
 
 from enum import Enum
 from typing import Any
+
+from airflow_batch_provider.payloads import BatchSummary
 
 
 class BatchStatus(str, Enum):
@@ -45,7 +48,7 @@ _TIMESTAMPS = (
 )
 
 
-def summarize_batch(batch: Any) -> dict[str, Any]:
+def summarize_batch(batch: Any) -> BatchSummary:
     """Return the JSON-safe summary of a batch (an SDK ``Batch`` or its dict form).
 
     Carries status, request counts, result file ids, usage, validation errors
@@ -72,3 +75,18 @@ def summarize_batch(batch: Any) -> dict[str, Any]:
         "timings": {k: data.get(k) for k in _TIMESTAMPS if data.get(k) is not None},
         "metadata": dict(data.get("metadata") or {}),
     }
+
+
+def format_duration(seconds: float | None) -> str:
+    """``42`` -> ``"42s"``, ``75`` -> ``"1m 15s"``, ``7500`` -> ``"2h 5m"``, ``None`` -> ``""``."""
+    if seconds is None:
+        return ""
+    total = int(round(max(seconds, 0.0)))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s" if minutes else f"{secs}s"

@@ -49,7 +49,7 @@ def test_estimate_vs_actual_adds_resubmission_rounds():
 
 def test_the_fetch_manifest_has_the_comparison_and_each_rounds_estimate():
     source = fm.normalize_batches({"batch_ids": ["b1"], "estimate": ESTIMATE})
-    manifest = fm.build_manifest(
+    manifest = fm.build_fetch_manifest(
         source=source, identity={}, destination="/tmp/out", rounds=[{"round": 0, "batch_ids": ["b1"]}],
         landed=[], report={"usage": {"input_tokens": 900, "output_tokens": 10}}, cost={"usd": 0.00007},
         results=None, input_uri=None, joined_from=None, started_at=0.0, finished_at=1.0, status="complete",

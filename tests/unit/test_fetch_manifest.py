@@ -99,7 +99,7 @@ def test_build_manifest_and_small_form() -> None:
         "retryable": {"count": 0, "sample": []},
         "usage": {"responses": 3, "input_tokens": 30, "cached_tokens": 10, "output_tokens": 5},
     }
-    manifest = fm.build_manifest(
+    manifest = fm.build_fetch_manifest(
         source=fm.normalize_batches(SUBMIT),
         identity={"dag_id": "d", "task_id": "fetch", "run_id": "r", "map_index": -1, "try_number": 1},
         destination="s3://conn@b/out/",

@@ -12,7 +12,7 @@ from airflow_batch_provider.submission.identity import (
     RESERVED_METADATA_KEYS,
     Identity,
     batch_metadata,
-    build_manifest,
+    build_submit_manifest,
     deadline_from,
     identity_key,
     input_fingerprint,
@@ -240,7 +240,7 @@ def test_manifest_shape():
         {"index": 0, "start_line": 1, "line_count": 2, "byte_count": 10},
         {"index": 1, "start_line": 3, "line_count": 1, "byte_count": 5},
     ]
-    manifest = build_manifest(
+    manifest = build_submit_manifest(
         conn_id="c",
         endpoint="/v1/embeddings",
         model="m",
@@ -268,7 +268,7 @@ def test_manifest_shape():
     }
     assert manifest["batches"] == []
     with pytest.raises(ValueError):
-        build_manifest(
+        build_submit_manifest(
             conn_id="c",
             endpoint="e",
             model=None,

@@ -11,7 +11,7 @@ from airflow.sdk import Asset, ObjectStoragePath
 from airflow.sdk.execution_time.context import OutletEventAccessors
 from openlineage.client.serde import Serde
 
-from airflow_batch_provider import lineage
+from airflow_batch_provider import lineage, storage
 
 SUBMIT_MANIFEST = {
     "conn_id": "openai_default",
@@ -96,10 +96,10 @@ def test_dataset_ids_of_an_object_storage_path_with_conn_id() -> None:
 
 
 def test_public_uri_strips_user_info() -> None:
-    assert lineage.public_uri("s3://user:pa55@bucket/k") == "s3://bucket/k"
-    assert lineage.public_uri("s3://conn@bucket/k") == "s3://bucket/k"
-    assert lineage.public_uri("file:///tmp/a") == "file:///tmp/a"
-    assert lineage.public_uri(None) is None
+    assert storage.public_uri("s3://user:pa55@bucket/k") == "s3://bucket/k"
+    assert storage.public_uri("s3://conn@bucket/k") == "s3://bucket/k"
+    assert storage.public_uri("file:///tmp/a") == "file:///tmp/a"
+    assert storage.public_uri(None) is None
 
 
 def test_submit_lineage_has_input_dataset_and_summed_run_facet() -> None:

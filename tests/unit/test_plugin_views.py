@@ -12,12 +12,12 @@ from airflow_batch_provider.plugins.view_model import (
     error_codes,
     estimate_eta,
     failure_view,
-    format_duration,
     outcome,
     place_label,
     progress,
-    totals,
+    task_totals,
 )
+from airflow_batch_provider.waiting.status import format_duration
 
 NOW = 1_800_000_000.0
 
@@ -139,7 +139,7 @@ def test_batch_view_maps_errors_to_input_lines_and_prices_usage():
 def test_totals_add_up_and_say_when_the_cost_is_partial():
     priced = batch_view(_batch(), now=NOW)
     unknown = batch_view(_batch(id="batch_2", model="my-finetune", status="completed"), now=NOW)
-    total = totals([priced, unknown])
+    total = task_totals([priced, unknown])
     assert total["progress"]["completed"] == 40 and total["progress"]["total"] == 200
     assert total["usage"]["total_tokens"] == 4_000_000
     assert total["cost_usd"] == pytest.approx(0.375) and total["cost_complete"] is False
@@ -212,7 +212,7 @@ def test_html_escapes_every_value_and_only_links_safe_urls():
             "task_instance": task,
             "conn_id": evil,
             "batches": [view],
-            "totals": totals([view]),
+            "totals": task_totals([view]),
             "notices": [evil],
         },
         nonce="n0nce",
@@ -307,7 +307,7 @@ def test_rounds_are_labelled_and_each_request_counts_once():
         now=NOW,
     )
     assert place_label(retry) == "round 2" and place_label(first) == "shard 2/3"
-    total = totals([retry, first])
+    total = task_totals([retry, first])
     assert total["progress"]["total"] == 200  # not 201
     assert (total["progress"]["completed"], total["progress"]["failed"]) == (200, 0)
     card = pages.batch_card(retry)
@@ -385,7 +385,13 @@ def test_a_server_timestamp_out_of_range_renders_instead_of_failing(stamp):
     )
     task = {"dag_id": "d", "run_id": "r", "task_id": "t", "map_index": -1, "state": "running"}
     html_task = pages.task_page(
-        {"task_instance": task, "conn_id": "c", "batches": [view], "totals": totals([view]), "notices": []},
+        {
+            "task_instance": task,
+            "conn_id": "c",
+            "batches": [view],
+            "totals": task_totals([view]),
+            "notices": [],
+        },
         nonce="n",
     )
     html_list = pages.list_page(

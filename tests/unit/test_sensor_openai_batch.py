@@ -190,6 +190,23 @@ def test_without_a_task_state_store_failed_pokes_are_retried_in_the_same_run(pok
     assert len(server.calls("GET", "/batches/batch_1")) == 3
 
 
+def test_a_failed_poke_retried_in_the_same_run_honours_retry_after(poke_server, monkeypatch) -> None:
+    """The wait policy of the trigger: Retry-After holds the next read back, not poke_interval."""
+    import time
+    from types import SimpleNamespace
+
+    from airflow_batch_provider.sensors import openai_batch as sensor_module
+    from tests.unit.hook_http import Reply, batch_json, error
+
+    slept: list[float] = []
+    monkeypatch.setattr(sensor_module, "time", SimpleNamespace(time=time.time, sleep=slept.append))
+    answers = iter([error(429, "slow down", **{"retry-after-ms": "400"})])
+    context = {"ti": SimpleNamespace(try_number=1), "task_reschedule_count": 0}
+    with poke_server(lambda r: next(answers, Reply(200, batch_json("batch_1", "in_progress")))):
+        assert _resched_sensor(max_transient_errors=2).poke(context) is False  # type: ignore[arg-type]
+    assert len(slept) == 1 and slept[0] >= 0.4 * 0.9  # Retry-After (jitter +-10 %), not poke_interval=0.01
+
+
 def test_no_quota_left_fails_the_poke_at_once(poke_server) -> None:
     from types import SimpleNamespace
 

@@ -82,3 +82,23 @@ def test_insufficient_quota_is_not_transient(hook_for):
             hook_for(server).get_batch("batch_1")
     assert not is_transient_error(info.value)
     assert not is_transient_error(ValueError("bug"))
+
+
+def test_the_synchronous_wait_honours_retry_after_as_the_trigger_does(hook_for, monkeypatch):
+    """One wait policy: a 429's Retry-After holds the next poll back in the worker too."""
+    import time
+    from types import SimpleNamespace
+
+    from airflow_batch_provider.operators import submit
+
+    slept: list[float] = []
+    monkeypatch.setattr(submit, "time", SimpleNamespace(time=time.time, sleep=slept.append))
+    answers = iter([error(429, "slow down", **{"retry-after-ms": "400"})])
+
+    def route(request):
+        return next(answers, Reply(200, batch_json("batch_1", "completed")))
+
+    with ScriptedServer(route) as server:
+        event = _operator()._wait_sync(hook_for(server), ["batch_1"], None)
+    assert event["status"] == "success"
+    assert len(slept) == 1 and slept[0] >= 0.4 * 0.9  # Retry-After (jitter +-10 %), not poll_interval=0.01

@@ -20,6 +20,7 @@ from airflow_batch_provider.exceptions import (
 )
 from airflow_batch_provider.triggers import openai_batch
 from airflow_batch_provider.triggers.openai_batch import OpenAIBatchTrigger
+from airflow_batch_provider.waiting import transient
 
 
 def import_string(path: str) -> Any:
@@ -166,7 +167,7 @@ def test_errors_are_sorted_into_auth_not_found_transient_fatal(exc, kind):
 def test_hook_errors_keep_the_sdk_error_for_status_and_retry_after():
     err = _translated(_status_error(429, {"retry-after": "7"}), BatchServiceError("kept failing"))
     assert openai_batch._classify(err) == "transient"
-    assert openai_batch._retry_after(err) == 7.0
+    assert transient.retry_after(err) == 7.0
 
 
 @pytest.mark.parametrize(
@@ -174,17 +175,17 @@ def test_hook_errors_keep_the_sdk_error_for_status_and_retry_after():
     [
         ({"retry-after-ms": "1500"}, 1.5),
         ({"retry-after": "3"}, 3.0),
-        ({"retry-after": "100000"}, openai_batch.MAX_RETRY_AFTER),
+        ({"retry-after": "100000"}, transient.MAX_RETRY_AFTER),
         ({}, None),
     ],
 )
 def test_retry_after_headers(headers, expected):
-    assert openai_batch._retry_after(_status_error(429, headers)) == expected
+    assert transient.retry_after(_status_error(429, headers)) == expected
 
 
 def test_retry_after_as_http_date():
     when = datetime.now(timezone.utc) + timedelta(seconds=30)
-    delay = openai_batch._retry_after(
+    delay = transient.retry_after(
         _status_error(429, {"retry-after": when.strftime("%a, %d %b %Y %H:%M:%S GMT")})
     )
     assert delay is not None and 25 <= delay <= 31
