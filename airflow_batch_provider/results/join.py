@@ -573,7 +573,7 @@ def _ingest(index: _Index, batch: BatchResults, report: Reconciliation) -> dict[
             report.result_lines += 1
             outcome = _classify(has_error, code, message, status_code, body, batch.retry_cancelled)
             if isinstance(body, Mapping):
-                usage = Usage.from_usage(body.get("usage"))
+                usage = Usage.from_body(body)  # tokens, images or video seconds, per endpoint
                 if usage.responses:
                     report.usage.add(usage)
                     model = str(body.get("model") or "")
