@@ -160,7 +160,7 @@ def is_airflow_option(name: str) -> bool:
         return True
     if section == "celery" and not _celery_provider_installed():
         # Owned by the celery provider (the `stack` extra, the image): without it, the ones we set.
-        return key in {"broker_url", "result_backend", "worker_concurrency"}
+        return key in {"broker_url", "result_backend", "worker_concurrency", "celery_config_options"}
     added = ADDED_AFTER_OLDEST.get(name)
     return added is not None and Version(__version__).release < added
 

@@ -49,5 +49,5 @@ def test_outside_ci_the_run_carries_on_and_says_the_browser_tests_skip(ci_tree: 
     assert "browser tests will skip" in result.stderr
     ran = (ci_tree / "make.log").read_text().split("\n")
     assert ran[:4] == ["make test", "make test-storage", "make test-oldest", "make system-test"]
-    # The install checks (issue 18): lowest versions, plain pip with constraints, the built wheel.
+    # The install checks (issue 18): plain pip with constraints, the built wheel.
     assert {"make test-lowest", "make install-check", "make release-check"} <= set(ran)
