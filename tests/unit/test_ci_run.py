@@ -50,4 +50,4 @@ def test_outside_ci_the_run_carries_on_and_says_the_browser_tests_skip(ci_tree: 
     ran = (ci_tree / "make.log").read_text().split("\n")
     assert ran[:4] == ["make test", "make test-storage", "make test-oldest", "make system-test"]
     # The install checks (issue 18): plain pip with constraints, the built wheel.
-    assert {"make test-lowest", "make install-check", "make release-check"} <= set(ran)
+    assert {"make install-check", "make release-check"} <= set(ran)
