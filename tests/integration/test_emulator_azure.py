@@ -107,8 +107,12 @@ def test_v1_routes_stay_openais_and_reject_the_unversioned_spelling(batch_emulat
 def test_cancel_on_the_azure_route(batch_emulator):
     client = azure_client(batch_emulator)
     created = start_batch(client, unversioned(chat_lines(3)), endpoint="/chat/completions")
-    cancelled = client.batches.cancel(created.id)
-    assert cancelled.status in ("cancelling", "cancelled", "completed")
+    try:
+        cancelled = client.batches.cancel(created.id)
+    except openai.BadRequestError as err:  # on a loaded machine the 3-line batch may finish first
+        assert "completed" in err.message, err.message
+    else:
+        assert cancelled.status in ("cancelling", "cancelled", "completed")
     assert wait_batch(client, created.id).status in ("cancelled", "completed")
 
 

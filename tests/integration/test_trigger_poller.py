@@ -103,7 +103,8 @@ async def test_on_a_busy_shared_account_discovery_walks_past_others_batches(stri
     # The walk's budget is never spent; a few flushes of fewer than MIN_PAGED new ids are
     # retrieved one by one, how many depending on the machine's load.
     assert not poller.stats["discovery_budget_spent"], dict(poller.stats)
-    assert seen["retrieve"] <= 30, (seen, dict(poller.stats))
+    # Far fewer retrieves than triggers (a loaded machine lets some batches be polled alone).
+    assert seen["retrieve"] <= len(events) // 4, (seen, dict(poller.stats))
     assert seen["list"] + seen["retrieve"] < len(events), (seen, dict(poller.stats))
 
 
