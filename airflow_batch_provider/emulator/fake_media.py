@@ -37,6 +37,14 @@ def _gpt_image(model: str) -> bool:
     return model.startswith(("gpt-image", "chatgpt-image"))
 
 
+def _prompt(body: dict[str, Any], fail: Callable[[str, str, str], Exception]) -> str:
+    """The request's ``prompt``, which image and video requests require."""
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt:
+        raise fail("Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter")
+    return prompt
+
+
 def _images(
     body: dict[str, Any],
     default_model: str,
@@ -46,9 +54,7 @@ def _images(
     count_tokens: Callable[[str], int],
 ) -> tuple[dict[str, Any], int, int]:
     """The ``ImagesResponse`` body and its ``(input, output)`` tokens."""
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str) or not prompt:
-        raise fail("Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter")
+    prompt = _prompt(body, fail)
     model = body.get("model") or default_model
     n = body.get("n", 1)
     if n is None:
@@ -142,9 +148,7 @@ def video(
     count_tokens: Callable[[str], int],
 ) -> tuple[dict[str, Any], int, int]:
     """``POST /v1/videos`` (``CreateVideoJsonBody``; model default ``sora-2``): a finished ``Video``."""
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str) or not prompt:
-        raise fail("Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter")
+    prompt = _prompt(body, fail)
     seconds = body.get("seconds") or "4"
     if seconds not in VIDEO_SECONDS:
         raise fail(

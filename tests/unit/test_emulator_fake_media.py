@@ -98,3 +98,23 @@ def test_video_is_a_finished_job_in_the_spec_shape() -> None:
     assert video.id.startswith("video_")
     bad = execute("/v1/videos", {"prompt": "x", "seconds": 8})
     assert (bad.status_code, bad.body["error"]["param"]) == (400, "seconds")
+
+
+def test_the_emulator_and_the_validator_accept_the_sdks_batch_endpoints() -> None:
+    # The emulator imports nothing of the provider, so it keeps its own list: the two must not drift.
+    import re
+    from pathlib import Path
+
+    import openai.types.batch_create_params as params
+
+    from airflow_batch_provider.batch_file import BATCH_ENDPOINTS as VALIDATOR_ENDPOINTS
+
+    # The endpoints of the SDK's ``endpoint: Required[Literal[...]]`` (read from its source: the
+    # annotation is a string under ``from __future__ import annotations``).
+    source = Path(params.__file__).read_text()
+    literal = re.search(r"endpoint: Required\[\s*Literal\[(.*?)\]", source, re.S)
+    assert literal, "the SDK's BatchCreateParams.endpoint is no longer a Literal"
+    sdk = set(re.findall(r'"(/v1/[^"]+)"', literal.group(1)))
+    assert sdk, literal.group(1)
+    assert set(BATCH_ENDPOINTS) == set(VALIDATOR_ENDPOINTS)
+    assert sdk <= set(BATCH_ENDPOINTS), sdk - set(BATCH_ENDPOINTS)
